@@ -1,0 +1,1 @@
+"""Command-line interface: click commands only, TensorFlow is imported lazily inside them."""

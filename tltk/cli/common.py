@@ -48,7 +48,7 @@ def _normalise_flag(arg: str, known: set[str]) -> str:
     name, sep, value = arg.partition("=")
     if name in known:
         return arg
-    for candidate in (name.replace("-", "_"), "--" + name[2:].replace("_", "-")):
+    for candidate in ("--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-")):
         if candidate in known:
             return candidate + sep + value
     return arg

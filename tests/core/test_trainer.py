@@ -1,0 +1,155 @@
+"""The shared trainer on a toy task: loss decreases, records are written, resume is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tltk.core import checkpoints
+from tltk.core.schedules import SoftStartAnnealingSchedule
+from tltk.core.task import CostScaling, TrainingPlan
+from tltk.core.trainer import train
+
+N, C, H, W = 24, 3, 16, 16
+
+
+class ToyTask:
+    """Regress a fixed random map from images with a two-layer conv net."""
+
+    model_kind = "toy"
+
+    def __init__(self, num_cycles: int = 4, interrupt_at: int | None = None, cost_scaling: bool = False,
+                 seed: int = 7) -> None:
+        rng = np.random.default_rng(0)
+        self.images = rng.normal(size=(N, C, H, W)).astype("float32")
+        self.targets = (self.images[:, :2] * 0.5 + 0.1).astype("float32")
+        self.num_cycles = num_cycles
+        self.interrupt_at = interrupt_at
+        self.use_cost_scaling = cost_scaling
+        self.seed = seed
+        self.validations = 0
+
+    def training_plan(self, num_replicas: int) -> TrainingPlan:
+        return TrainingPlan(steps_per_cycle=N // 6, num_cycles=self.num_cycles, checkpoint_every=1,
+                            validate_after=frozenset({2}), batch_size=6)
+
+    def build_network(self) -> keras.Model:
+        keras.utils.set_random_seed(self.seed)
+        inp = keras.Input((C, H, W), name="input_1")
+        x = keras.layers.Permute((2, 3, 1))(inp)
+        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1",
+                                kernel_regularizer=keras.regularizers.L2(1e-4))(x)
+        x = keras.layers.Conv2D(2, 1, name="head")(x)
+        out = keras.layers.Permute((3, 1, 2), name="head_nchw")(x)
+        return keras.Model(inp, out, name="toy")
+
+    def train_dataset(self, start_cycle: int, global_batch_size: int) -> tf.data.Dataset:
+        order = np.concatenate([np.random.default_rng(self.seed + c).permutation(N)
+                                for c in range(start_cycle, self.num_cycles)])
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        ds = ds.map(lambda i: (tf.gather(self.images, i), tf.gather(self.targets, i)))
+        return ds.batch(global_batch_size, drop_remainder=True)
+
+    def loss_names(self) -> list[str]:
+        return ["l2"]
+
+    def compute_loss(self, outputs: Any, targets: Any) -> tuple[Any, dict[str, Any]]:
+        l2 = tf.reduce_mean(tf.square(outputs - targets))
+        return l2, {"l2": l2}
+
+    def build_optimizer(self, plan: TrainingPlan) -> keras.optimizers.Optimizer:
+        return keras.optimizers.Adam(SoftStartAnnealingSchedule(plan.total_steps, 1e-4, 1e-2, 0.1, 0.7))
+
+    def cost_scaling(self) -> CostScaling | None:
+        return CostScaling(10.0, 0.5, 1.0) if self.use_cost_scaling else None
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"validations": self.validations}
+
+    def restore_extra_state(self, state: dict[str, Any]) -> None:
+        self.validations = int(state.get("validations", 0))
+
+    def callbacks(self) -> list[Any]:
+        task = self
+
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                if task.interrupt_at is not None and epoch == task.interrupt_at:
+                    raise KeyboardInterrupt
+
+        return [Interrupt()]
+
+    def validate(self, network: keras.Model) -> tuple[dict[str, float], str]:
+        self.validations += 1
+        pred = network(self.images, training=False).numpy()
+        mse = float(np.mean((pred - self.targets) ** 2))
+        return {"mse": mse}, f"validation mse: {mse:.5f}"
+
+    def model_metadata(self) -> dict[str, Any]:
+        return {"model_kind": "toy", "input_shape": [C, H, W]}
+
+
+def _weights(results_dir: str) -> list[np.ndarray]:
+    info = checkpoints.latest_checkpoint(results_dir)
+    net = ToyTask().build_network()
+    net.load_weights(os.path.join(info.path, checkpoints.WEIGHTS_FILE))
+    return net.get_weights()
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("TLTK_NO_PROGRESS", "1")
+
+
+def test_training_writes_records_and_reduces_loss(tmp_path):
+    out = str(tmp_path / "run")
+    report = train(ToyTask(), out, model_name="toy")
+    lines = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert "val_mse" in lines[1] and "val_mse" in lines[3] and "val_mse" not in lines[0]
+    status = [json.loads(x) for x in open(os.path.join(out, "status.json"))]
+    assert status[0]["status"] == "STARTED" and status[-1]["status"] == "SUCCESS"
+    assert {"epoch", "step", "losses", "learning_rate", "eta_seconds"} <= set(status[1])
+    assert [c.cycle for c in checkpoints.list_checkpoints(out)] == [1, 2, 3, 4]
+    assert os.path.isfile(report.model_path) and report.model_path.endswith("toy.tlt")
+    assert os.path.isdir(os.path.join(out, "events"))
+    assert os.path.isfile(os.path.join(out, "plots", "loss.png"))
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    full = str(tmp_path / "full")
+    train(ToyTask(), full)
+    resumed = str(tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        train(ToyTask(interrupt_at=2), resumed)
+    assert [c.cycle for c in checkpoints.list_checkpoints(resumed)] == [1, 2]
+    assert not os.path.exists(os.path.join(resumed, "model.tlt"))
+    report = train(ToyTask(), resumed)
+    assert report.resumed_from == 2
+    for a, b in zip(_weights(full), _weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_partial_checkpoint_is_ignored(tmp_path):
+    out = str(tmp_path / "run")
+    train(ToyTask(num_cycles=1), out)
+    # A checkpoint folder without state.json (killed mid-write) must not be picked up.
+    broken = os.path.join(checkpoints.checkpoint_dir(out), "epoch-0009")
+    os.makedirs(broken)
+    open(os.path.join(broken, checkpoints.WEIGHTS_FILE), "wb").close()
+    assert checkpoints.latest_checkpoint(out).cycle == 1
+
+
+def test_cost_scaling_trains_and_grows_exponent(tmp_path):
+    out = str(tmp_path / "cs")
+    train(ToyTask(num_cycles=2, cost_scaling=True), out)
+    state = checkpoints.latest_checkpoint(out).state["task_state"]
+    # 8 finite steps: 10 + 8 * 0.5 = 14
+    assert state["cost_exponent"] == pytest.approx(14.0)

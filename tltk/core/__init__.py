@@ -1,0 +1,1 @@
+"""The training core shared by both models: model container, checkpoints, trainer, callbacks, schedules."""

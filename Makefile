@@ -14,6 +14,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps "tensorrt-stubs>=10.8,<11"
+	VENV=$(VENV) bash scripts/prepare_trt_stubs.sh $(VENV)/trt-stubs
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -1,0 +1,1 @@
+"""MaskRCNN: model-specific code (FPN, anchors, RPN, heads, losses, postprocessing, subtasks)."""

@@ -1,0 +1,295 @@
+"""Building blocks shared by every backbone family: TAO-style padding, conv, BN, pooling.
+
+All tensors here are channels-last (NHWC); the model transposes the NCHW input once (see
+``tltk.backbones``).  Layer names are passed in by the family builders so that every
+weight-carrying layer carries TAO's name.
+
+Padding follows TAO exactly.  TAO patches Keras so that ``padding="same"`` means symmetric
+zero padding of ``((k - 1) * dilation + 1) // 2`` pixels on each side followed by a VALID
+convolution or pooling (TensorFlow's own SAME pads the odd extra pixel only at the bottom and
+right).  For stride-1 layers with odd kernels the two are identical, so tltk keeps the fast
+built-in ``"same"`` there; only strided layers with a kernel larger than 1 (and the 2x2/3x3
+strided pools) get an explicit ``ZeroPadding2D`` named ``<layer>_pad`` followed by a VALID
+layer.  Pretrained TAO weights therefore see exactly the sampling grid they were trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+# Keras' BatchNormalization defaults, which TAO uses unchanged (MobileNetV2 overrides momentum).
+BN_MOMENTUM = 0.99
+BN_EPSILON = 1e-3
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Options shared by every backbone builder (TAO ``model_config`` names).
+
+    Attributes:
+        use_batch_norm: add a BatchNormalization after every convolution.
+        use_pooling: resnet/vgg only: downsample with max-pooling instead of strided convs.
+        all_projections: resnet only: every shortcut is a 1x1 projection conv.
+        freeze_blocks: block ids whose convolutions are made non-trainable (family specific).
+        freeze_bn: every BatchNormalization runs in inference mode and is non-trainable.
+        use_bias: conv bias; None means the family's TAO default (True for resnet, vgg,
+            googlenet; False for the MobileNets).
+        kernel_regularizer: Keras regularizer applied to every conv kernel, or None.
+        bias_regularizer: Keras regularizer applied to every conv bias, or None.
+        output_stride: total stride of the main output, 16 (DetectNet_v2) or 32 (resnet only,
+            the C5 level MaskRCNN uses).
+    """
+
+    use_batch_norm: bool = True
+    use_pooling: bool = False
+    all_projections: bool = False
+    freeze_blocks: frozenset[int] = field(default_factory=frozenset)
+    freeze_bn: bool = False
+    use_bias: bool | None = None
+    kernel_regularizer: Any = None
+    bias_regularizer: Any = None
+    output_stride: int = 16
+
+    def bias(self, family_default: bool) -> bool:
+        """The conv ``use_bias`` to use: the explicit setting or the family default.
+
+        Args:
+            family_default: TAO's default for the calling family.
+
+        Returns:
+            Whether convolutions carry a bias vector.
+        """
+        return family_default if self.use_bias is None else bool(self.use_bias)
+
+
+@dataclass
+class BackboneOutput:
+    """What a backbone builder returns (all tensors NHWC Keras tensors).
+
+    Attributes:
+        output: the main feature map, shape (N, H/output_stride, W/output_stride, C).
+        output_stride: total stride of ``output`` relative to the input (16 for DetectNet_v2).
+        name: TAO's name for the feature extractor, e.g. ``resnet18_nopool_bn``.
+        endpoints: every block output by its TAO layer name (``block_3f_relu``,
+            ``inception_4e_output``, ``conv_pw_relu_11``, ``block_12_add``...), in build order.
+        levels: ``C1``..``C5``: the last tensor at stride 2, 4, 8, 16 (and 32 when built with
+            ``output_stride=32``), for feature-pyramid heads.
+    """
+
+    output: Any
+    output_stride: int
+    name: str
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    levels: dict[str, Any] = field(default_factory=dict)
+
+
+def unit_letter(index: int) -> str:
+    """TAO's unit id: 0 -> 'a', 25 -> 'z', 26 -> 'aa', 27 -> 'ab' (bijective base 26).
+
+    Args:
+        index: 0-based unit index inside a block.
+
+    Returns:
+        The letter suffix used in layer names.
+    """
+    letters = ""
+    cur = index
+    while cur >= 0:
+        letters = chr(ord("a") + cur % 26) + letters
+        cur = cur // 26 - 1
+    return letters
+
+
+def tao_padding(kernel_size: int, dilation: int = 1) -> int:
+    """Pixels of symmetric zero padding TAO's patched ``"same"`` adds on each side.
+
+    Args:
+        kernel_size: square kernel or pool size in pixels.
+        dilation: dilation rate.
+
+    Returns:
+        ``((kernel_size - 1) * dilation + 1) // 2`` for convolutions.
+    """
+    return ((kernel_size - 1) * dilation + 1) // 2
+
+
+def conv2d(
+    x: Any,
+    filters: int,
+    kernel_size: int,
+    *,
+    name: str,
+    config: BackboneConfig,
+    strides: int = 1,
+    use_bias: bool = True,
+    trainable: bool = True,
+    projection: bool = False,
+) -> Any:
+    """A Conv2D with TAO's symmetric "same" padding (see module docstring).
+
+    Args:
+        x: NHWC input tensor.
+        filters: output channels.
+        kernel_size: square kernel size.
+        name: the layer name (TAO's name, e.g. ``block_2a_conv_1``).
+        config: backbone options (regularizers).
+        strides: square stride.
+        use_bias: add a bias vector.
+        trainable: False for frozen blocks.
+        projection: a 1x1 shortcut projection, which TAO builds with VALID padding.
+
+    Returns:
+        NHWC output tensor of shape (N, ceil(H/strides), ceil(W/strides), filters).
+    """
+    padding = "valid" if projection else "same"
+    if strides > 1 and kernel_size > 1:
+        pad = tao_padding(kernel_size)
+        x = keras.layers.ZeroPadding2D(padding=(pad, pad), name=f"{name}_pad")(x)
+        padding = "valid"
+    return keras.layers.Conv2D(
+        filters,
+        (kernel_size, kernel_size),
+        strides=(strides, strides),
+        padding=padding,
+        use_bias=use_bias,
+        kernel_regularizer=config.kernel_regularizer,
+        bias_regularizer=config.bias_regularizer if use_bias else None,
+        trainable=trainable,
+        name=name,
+    )(x)
+
+
+def depthwise_conv2d(
+    x: Any,
+    *,
+    name: str,
+    config: BackboneConfig,
+    strides: int = 1,
+    use_bias: bool = False,
+    trainable: bool = True,
+) -> Any:
+    """A 3x3 DepthwiseConv2D (depth multiplier 1) with TAO's symmetric padding.
+
+    Args:
+        x: NHWC input tensor.
+        name: TAO layer name (``conv_dw_3``, ``block_5_depthwise``).
+        config: backbone options (regularizers).
+        strides: square stride.
+        use_bias: add a bias vector.
+        trainable: False for frozen blocks.
+
+    Returns:
+        NHWC tensor with the input's channel count, spatially divided by ``strides``.
+    """
+    padding = "same"
+    if strides > 1:
+        x = keras.layers.ZeroPadding2D(padding=(1, 1), name=f"{name}_pad")(x)
+        padding = "valid"
+    return keras.layers.DepthwiseConv2D(
+        (3, 3),
+        strides=(strides, strides),
+        padding=padding,
+        depth_multiplier=1,
+        use_bias=use_bias,
+        depthwise_regularizer=config.kernel_regularizer,
+        bias_regularizer=config.bias_regularizer if use_bias else None,
+        trainable=trainable,
+        name=name,
+    )(x)
+
+
+def batch_norm(x: Any, *, name: str, config: BackboneConfig, momentum: float = BN_MOMENTUM) -> Any:
+    """BatchNormalization over the channel axis; frozen when ``config.freeze_bn``.
+
+    A frozen BN (Keras ``trainable=False``) always normalises with its moving statistics and
+    its gamma/beta are not updated.
+
+    Args:
+        x: NHWC input tensor.
+        name: TAO layer name (``bn_conv1``, ``block_1a_bn_1``).
+        config: backbone options.
+        momentum: moving-average momentum (0.99; MobileNetV2 uses 0.999).
+
+    Returns:
+        Normalised NHWC tensor of the same shape.
+    """
+    return keras.layers.BatchNormalization(
+        axis=-1,
+        momentum=momentum,
+        epsilon=BN_EPSILON,
+        trainable=not config.freeze_bn,
+        name=name,
+    )(x)
+
+
+def relu(x: Any, name: str) -> Any:
+    """A named ReLU layer.
+
+    Args:
+        x: input tensor.
+        name: layer name.
+
+    Returns:
+        max(x, 0), same shape.
+    """
+    return keras.layers.ReLU(name=name)(x)
+
+
+def max_pool(x: Any, pool_size: int, strides: int, name: str) -> Any:
+    """Max pooling with TAO's patched "same" padding.
+
+    TAO pads ``(pool_size - 1) // 2`` zeros on each side and pools VALID.  Every max-pool in
+    the backbones follows a ReLU or a concatenation of ReLUs, so zero padding equals Keras'
+    -inf padding for stride 1; strided pools get the explicit padding.
+
+    Args:
+        x: NHWC input tensor (non-negative).
+        pool_size: square pool size.
+        strides: square stride.
+        name: layer name (``pool1``, ``block1_pool``, ``inception_3a_pool``).
+
+    Returns:
+        Pooled NHWC tensor.
+    """
+    if strides == 1:
+        return keras.layers.MaxPooling2D((pool_size, pool_size), strides=(1, 1), padding="same", name=name)(x)
+    pad = (pool_size - 1) // 2
+    if pad:
+        x = keras.layers.ZeroPadding2D(padding=(pad, pad), name=f"{name}_pad")(x)
+    return keras.layers.MaxPooling2D(
+        (pool_size, pool_size), strides=(strides, strides), padding="valid", name=name
+    )(x)
+
+
+def nchw_to_nhwc(x: Any, name: str = "input_nhwc") -> Any:
+    """Transpose an NCHW network input to the NHWC layout the backbones compute in.
+
+    TensorFlow has no NCHW convolutions on CPU, so tltk models keep TAO's NCHW interface and
+    transpose once, right after the input layer.
+
+    Args:
+        x: Keras tensor (N, C, H, W).
+        name: layer name of the Permute layer.
+
+    Returns:
+        Keras tensor (N, H, W, C).
+    """
+    return keras.layers.Permute((2, 3, 1), name=name)(x)
+
+
+def nhwc_to_nchw(x: Any, name: str, dtype: str | None = None) -> Any:
+    """Transpose an NHWC feature map back to TAO's NCHW output layout.
+
+    Args:
+        x: Keras tensor (N, H, W, C).
+        name: layer name of the Permute layer.
+        dtype: optional layer dtype (``"float32"`` keeps model outputs in float32 under a
+            mixed-precision policy).
+
+    Returns:
+        Keras tensor (N, C, H, W).
+    """
+    return keras.layers.Permute((3, 1, 2), name=name, dtype=dtype)(x)

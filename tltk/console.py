@@ -48,6 +48,9 @@ def configure(verbose: bool = False, log_file: str | None = None, json_mode: boo
         root.addHandler(fh)
     # TensorFlow and absl are noisy at INFO; keep their warnings only.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "2")
+    if not os.path.exists("/dev/nvidiactl") and sys.platform.startswith("linux"):
+        # No NVIDIA driver: stop TensorFlow's CUDA build from probing for one (and logging an error).
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     for noisy in ("tensorflow", "absl", "tf2onnx", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
 

@@ -153,3 +153,18 @@ def test_cost_scaling_trains_and_grows_exponent(tmp_path):
     state = checkpoints.latest_checkpoint(out).state["task_state"]
     # 8 finite steps: 10 + 8 * 0.5 = 14
     assert state["cost_exponent"] == pytest.approx(14.0)
+
+
+def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path):
+    from tltk.core.container import load_keras_model
+
+    out = str(tmp_path / "amp")
+    report = train(ToyTask(num_cycles=2), out, use_amp=True)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    lines = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
+    assert np.isfinite(lines[-1]["loss"]) and lines[-1]["loss"] < lines[0]["loss"] * 1.5
+    model, _ = load_keras_model(report.model_path)
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert model.layers[-2].compute_dtype == "float32"
+    out_arr = model(np.zeros((1, C, H, W), "float32")).numpy()
+    assert out_arr.dtype == np.float32 and out_arr.shape == (1, 2, H, W)

@@ -17,10 +17,15 @@ from tltk.errors import EXIT_INTERRUPTED
 
 DETECTNET_V2_COMMANDS: dict[str, str] = {
     "validate_spec": "tltk.cli.validate_spec:detectnet_v2_validate_spec",
+    "train": "tltk.cli.train:detectnet_v2_train",
+    "converter": "tltk.cli.converter:detectnet_v2_converter",
+    "dataset_convert": "tltk.cli.detectnet_v2_data:dataset_convert",
+    "calibration_tensorfile": "tltk.cli.detectnet_v2_data:calibration_tensorfile",
 }
 
 MASK_RCNN_COMMANDS: dict[str, str] = {
     "validate_spec": "tltk.cli.validate_spec:mask_rcnn_validate_spec",
+    "converter": "tltk.cli.converter:mask_rcnn_converter",
 }
 
 DATASET_COMMANDS: dict[str, str] = {

@@ -54,6 +54,14 @@ class TaskModel(keras.Model):
     def call(self, inputs: Any, training: bool = False) -> Any:
         return self.network(inputs, training=training)
 
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras builds the model symbolically from a first batch reduced over replicas, which
+        # fails under MultiWorkerMirroredStrategy.  The network and optimizer are already built
+        # before fit() here, and there are no compiled losses/metrics to build, so skip it.
+        if self.network.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _forward_losses(self, images: Any, targets: Any, training: bool) -> tuple[Any, Any, Any, dict[str, Any]]:
         outputs = self.network(images, training=training)
         outputs = tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), outputs)
@@ -69,7 +77,7 @@ class TaskModel(keras.Model):
             if name in components:
                 self.trackers[name].update_state(components[name])
         logs = {name: tracker.result() for name, tracker in self.trackers.items()}
-        return logs
+        return _for_reduction(logs)
 
     def train_step(self, data: Any) -> dict[str, Any]:
         images, targets = data
@@ -94,13 +102,20 @@ class TaskModel(keras.Model):
             self.bad_steps.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         logs = self._update_trackers(total, task_loss, reg, components)
-        logs["learning_rate"] = self.optimizer.learning_rate
+        logs.update(_for_reduction({"learning_rate": tf.convert_to_tensor(self.optimizer.learning_rate)}))
         return logs
 
     def test_step(self, data: Any) -> dict[str, Any]:
         images, targets = data
         total, task_loss, reg, components = self._forward_losses(images, targets, training=False)
         return self._update_trackers(total, task_loss, reg, components)
+
+
+def _for_reduction(logs: dict[str, Any]) -> dict[str, Any]:
+    """Keras reduces multi-worker logs with ``MEAN`` over axis 0, which needs rank-1 values."""
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs
 
 
 @dataclass

@@ -337,7 +337,7 @@ class DetectNetV2Data:
 
     def dataset(self, split: str = "train", batch_size: int | None = None, training: bool | None = None,
                 output: str = "targets", repeat: bool | None = None, shuffle: bool | None = None,
-                decode_only: bool = False) -> tf.data.Dataset:
+                decode_only: bool = False, skip: int = 0) -> tf.data.Dataset:
         """Build the ``tf.data`` pipeline of a split.
 
         Args:
@@ -350,6 +350,9 @@ class DetectNetV2Data:
             decode_only: skip labels, preprocessing and augmentation: decode each image, scale
                 it to [0, 1] and resize it to the output size only when its size differs (the
                 baseline of the input-pipeline benchmark); yields images only.
+            skip: drop this many examples from the start of the (deterministic) stream before
+                any decoding; a resumed training run skips the examples of its completed epochs
+                and so sees exactly the batches an uninterrupted run would.
 
         Returns:
             The batched, prefetched dataset.  Training batches drop the remainder so every
@@ -380,6 +383,8 @@ class DetectNetV2Data:
             records = records.repeat()
         seeds = tf.data.Dataset.random(seed=self.seed).batch(2)
         ds = tf.data.Dataset.zip((records, seeds))
+        if skip:
+            ds = ds.skip(skip)
 
         def load(item: Any, seed: tf.Tensor) -> Any:
             record, source = item

@@ -1,0 +1,92 @@
+"""``tltk <model> train``: train from an experiment spec, resuming from the newest checkpoint."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from tltk.cli.common import CommandResult, default_results_dir, key_option, set_option, tltk_command
+
+
+def _gpu_index(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[int] | None:
+    if not value:
+        return None
+    ids: list[int] = []
+    for item in value:
+        for part in item.replace(",", " ").split():
+            try:
+                ids.append(int(part))
+            except ValueError as exc:
+                raise click.BadParameter(f"{part!r} is not a GPU id") from exc
+    return ids
+
+
+def _make_train_command(model: str) -> click.Command:
+    @tltk_command("train", help=f"Train a {model} model from an experiment spec (resumes automatically).")
+    @click.option("-e", "--experiment_spec_file", "--experiment_spec", "spec", required=True,
+                  type=click.Path(dir_okay=False), help="Experiment spec (TAO text format).")
+    @click.option("-r", "--results_dir", default=None, help="Output folder (default results/<spec stem>).")
+    @click.option("-n", "--model_name", default="model", show_default=True, help="Final model file stem.")
+    @key_option()
+    @click.option("--gpus", type=int, default=1, show_default=True, help="Number of GPUs (MirroredStrategy).")
+    @click.option("--gpu_index", multiple=True, callback=_gpu_index, help="GPU ids to use, e.g. --gpu_index 0 1.")
+    @click.option("--use_amp", is_flag=True, help="Mixed precision (float16 compute with loss scaling).")
+    @click.option("--enable_determinism", is_flag=True, help="Deterministic TensorFlow ops (slower).")
+    @click.option("--no_resume", is_flag=True, help="Start from scratch even if checkpoints exist.")
+    @set_option()
+    def command(spec: str, results_dir: str | None, model_name: str, key: str | None, gpus: int,
+                gpu_index: list[int] | None, use_amp: bool, enable_determinism: bool, no_resume: bool,
+                overrides: tuple[str, ...]) -> CommandResult:
+        from tltk.spec import load_spec, write_resolved_spec
+
+        loaded = load_spec(spec, model=model, kind="experiment", overrides=overrides)
+        for warning in loaded.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        out = os.path.abspath(default_results_dir(spec, results_dir))
+        os.makedirs(out, exist_ok=True)
+        write_resolved_spec(loaded.message, os.path.join(out, "experiment_spec.txt"))
+        if enable_determinism:
+            os.environ["TF_DETERMINISTIC_OPS"] = "1"
+            os.environ["TF_CUDNN_DETERMINISTIC"] = "1"
+        task = _task(model, loaded, key)
+        _seed(loaded.message)
+        from tltk.core.trainer import train
+
+        report = train(task, out, model_name=model_name, key=key, use_amp=use_amp, gpus=gpus,
+                       gpu_index=gpu_index, resume=not no_resume)
+        data: dict[str, Any] = {
+            "results_dir": report.results_dir,
+            "model": report.model_path,
+            "resumed_from_epoch": report.resumed_from,
+            "epochs": report.cycles,
+            "steps": report.steps,
+            "seconds": round(report.seconds, 1),
+            "metrics": report.final_metrics,
+        }
+        m = report.final_metrics
+        summary = f"model: {report.model_path}"
+        if "val_mAP" in m:
+            summary += f"; validation mAP {100 * m['val_mAP']:.2f}%"
+        return CommandResult(summary, data)
+
+    return command
+
+
+def _task(model: str, loaded: Any, key: str | None) -> Any:
+    if model == "detectnet_v2":
+        from tltk.detectnet_v2.task import DetectNetV2Task
+
+        return DetectNetV2Task(loaded, key=key)
+    raise click.UsageError(f"training is not available for {model}")
+
+
+def _seed(message: Any) -> None:
+    import keras
+
+    seed = int(getattr(message, "random_seed", 0) or 0)
+    keras.utils.set_random_seed(seed)
+
+
+detectnet_v2_train = _make_train_command("detectnet_v2")

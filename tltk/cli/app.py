@@ -18,6 +18,7 @@ from tltk.errors import EXIT_INTERRUPTED
 DETECTNET_V2_COMMANDS: dict[str, str] = {
     "validate_spec": "tltk.cli.validate_spec:detectnet_v2_validate_spec",
     "train": "tltk.cli.train:detectnet_v2_train",
+    "export": "tltk.cli.export:detectnet_v2_export",
     "converter": "tltk.cli.converter:detectnet_v2_converter",
     "dataset_convert": "tltk.cli.detectnet_v2_data:dataset_convert",
     "calibration_tensorfile": "tltk.cli.detectnet_v2_data:calibration_tensorfile",

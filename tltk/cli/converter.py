@@ -140,35 +140,11 @@ def run_converter(model: str, input_file: str, key: str | None = None, input_dim
             f"(decoded model: {model_path}):\n\n    {command}\n",
             hint=f"or re-export the model to ONNX with `tltk {model} export`")
 
-    from tltk.tensorrt.builder import build_engine, complete_profiles, inspect_onnx
+    from tltk.tensorrt.builder import build_onnx_engine
 
-    summary = inspect_onnx(model_path)
-    missing = [n for n in settings.output_names if n not in summary.outputs]
-    if missing:
-        log.warning("-o: the ONNX model has no output named %s (its outputs: %s); ONNX engines take their "
-                    "outputs from the graph", ", ".join(missing), ", ".join(summary.outputs))
-    settings = settings.with_profiles(complete_profiles(settings, summary.inputs))
-    explicit = summary.has_qdq
-    if settings.data_type == "int8" and not explicit and not os.path.isfile(settings.cache_file):
-        raise InvalidInputError(
-            f"-c: INT8 calibration cache not found: {settings.cache_file}",
-            hint=f"write one with `tltk {model} export --data_type int8 --cal_cache_file ...`, or convert the Q/DQ "
-                 "ONNX model export writes (explicit quantization needs no cache)")
-    command = trtexec_command(settings, model_path, "onnx", explicit)
-    version = require_tensorrt(command)
-    data = build_engine(model_path, settings)
-    result: dict[str, Any] = {
-        "engine_file": os.path.abspath(settings.engine_file),
-        "engine_bytes": len(data),
-        "model_file": os.path.abspath(model_path),
-        "data_type": settings.data_type,
-        "int8_quantization": ("explicit (Q/DQ)" if explicit else "calibration cache") if settings.data_type == "int8"
-        else None,
-        "profiles": [p.spec() for p in settings.profiles],
-        "tensorrt_version": version,
-        "trtexec_equivalent": command,
-    }
-    return CommandResult(summary=f"Engine written to {settings.engine_file} ({len(data) / 1e6:.1f} MB).", data=result)
+    result = build_onnx_engine(model_path, settings, model=model)
+    return CommandResult(summary=f"Engine written to {settings.engine_file} ({result['engine_bytes'] / 1e6:.1f} MB).",
+                         data=result)
 
 
 detectnet_v2_converter = make_converter_command("detectnet_v2")

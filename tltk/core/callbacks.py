@@ -62,9 +62,9 @@ class ProgressCallback(keras.callbacks.Callback):
             self._first_cycle = epoch
         self._cycle_start = time.monotonic()
         if console.progress_enabled():
-            from tqdm import tqdm
-
             import sys
+
+            from tqdm import tqdm
 
             self._bar = tqdm(total=self.plan.steps_per_cycle, file=sys.stderr, dynamic_ncols=True, leave=False,
                              desc=f"{self.plan.cycle_name.capitalize()} {epoch + 1}/{self.plan.num_cycles}",

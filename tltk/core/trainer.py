@@ -19,7 +19,7 @@ import tensorflow as tf
 from tltk.core import checkpoints
 from tltk.core.callbacks import ProgressCallback, RunRecorder
 from tltk.core.distribution import is_chief, make_strategy
-from tltk.core.task import CostScaling, Task, TrainingPlan
+from tltk.core.task import CostScaling, Task
 
 log = logging.getLogger(__name__)
 

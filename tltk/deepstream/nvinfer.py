@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from tltk.core.container import atomic_write_bytes
 from tltk.errors import UsageError
 
@@ -191,7 +193,14 @@ def format_float(value: float) -> str:
     Returns:
         e.g. ``"0.00392156862745098"``, ``"0.2"``, ``"0.00001"``, ``"1.0"``.
     """
-    text = repr(float(value))
+    value = float(value)
+    single = np.float32(value)
+    if np.isfinite(single) and float(single) == value:
+        # A float32 spec value (protobuf float fields): its shortest float32 spelling, so
+        # 0.005 is written as 0.005, not 0.004999999888241291.
+        text = np.format_float_positional(single, unique=True, trim="0")
+        return text
+    text = repr(value)
     if "e" in text or "E" in text:
         text = format(decimal.Decimal(text), "f")
         if "." not in text:

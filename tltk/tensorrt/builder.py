@@ -298,3 +298,51 @@ def _load_timing_cache(config: trt.IBuilderConfig, path: str | None) -> trt.ITim
         config.set_timing_cache(cache, ignore_mismatch=False)
     return cache
 
+
+
+def build_onnx_engine(model_path: str, settings: BuildSettings, model: str = "detectnet_v2") -> dict[str, Any]:
+    """Build an engine from an ONNX file the way ``converter`` and ``export --engine_file`` do.
+
+    Completes the optimization profiles from the model's dynamic inputs, uses explicit
+    quantization when the model has Q/DQ nodes (else the INT8 cache of ``settings``), and stops
+    with exit code 3 and the equivalent ``trtexec`` command where TensorRT is missing.
+
+    Args:
+        model_path: the ONNX model.
+        settings: the build settings (see :func:`tltk.tensorrt.converter_args.settings_from_flags`).
+        model: model name used in hints (``detectnet_v2`` or ``mask_rcnn``).
+
+    Returns:
+        A JSON-able report: engine file and size, data type, INT8 mode, profiles, TensorRT
+        version and the equivalent ``trtexec`` command.
+
+    Raises:
+        InvalidInputError: INT8 without a cache for a model without Q/DQ nodes.
+        MissingDependencyError: TensorRT (or a GPU) is not available (exit code 3).
+    """
+    summary = inspect_onnx(model_path)
+    missing = [n for n in settings.output_names if n not in summary.outputs]
+    if missing:
+        log.warning("-o: the ONNX model has no output named %s (its outputs: %s); ONNX engines take their "
+                    "outputs from the graph", ", ".join(missing), ", ".join(summary.outputs))
+    settings = settings.with_profiles(complete_profiles(settings, summary.inputs))
+    explicit = summary.has_qdq
+    if settings.data_type == "int8" and not explicit and not os.path.isfile(settings.cache_file):
+        raise InvalidInputError(
+            f"-c: INT8 calibration cache not found: {settings.cache_file}",
+            hint=f"write one with `tltk {model} export --data_type int8 --cal_cache_file ...`, or convert the Q/DQ "
+                 "ONNX model export writes (explicit quantization needs no cache)")
+    command = trtexec_command(settings, model_path, "onnx", explicit)
+    version = require_tensorrt(command)
+    data = build_engine(model_path, settings)
+    return {
+        "engine_file": os.path.abspath(settings.engine_file),
+        "engine_bytes": len(data),
+        "model_file": os.path.abspath(model_path),
+        "data_type": settings.data_type,
+        "int8_quantization": ("explicit (Q/DQ)" if explicit else "calibration cache") if settings.data_type == "int8"
+        else None,
+        "profiles": [p.spec() for p in settings.profiles],
+        "tensorrt_version": version,
+        "trtexec_equivalent": command,
+    }

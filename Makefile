@@ -35,6 +35,8 @@ typecheck: venv
 
 protos: venv
 	$(PY) scripts/compile_protos.py
+	$(PY) scripts/gen_spec_reference.py
+	$(PY) scripts/gen_cli_reference.py
 
 bench: venv
 	for f in benchmarks/*.py; do PATH=$(VENV)/bin:$$PATH $(PY) $$f || exit 1; done

@@ -130,3 +130,9 @@ def test_unknown_subtask_is_a_usage_error():
     res = CliRunner().invoke(cli, ["detectnet_v2", "trian"])
     assert res.exit_code == 2
     assert "No such command" in res.output
+
+
+def test_cli_reference_is_current(repo_root):
+    proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "gen_cli_reference.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

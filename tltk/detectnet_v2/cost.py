@@ -128,7 +128,8 @@ class DetectNetCost:
         cov_pred: predicted coverage, (N, C, H, W) in [0, 1].
         bbox_pred: predicted L/T/R/B, (N, 4C, H, W).
         targets: dict with ``cov`` (N, C, H, W), ``bbox`` (N, 4C, H, W), ``cov_norm`` (N, C, H, W)
-            and optionally ``loss_mask`` (N, C, H, W) (1 where the loss counts).
+            and optionally ``loss_mask`` (N, C, H, W) (1 where the loss counts), or per-objective
+            ``cov_mask`` and ``bbox_mask`` (N, C, H, W).
 
     Returns:
         (task cost scalar, dict of per-class costs named ``cost_<class>_<objective>``).
@@ -151,16 +152,18 @@ class DetectNetCost:
         cov_norm = tf.cast(targets["cov_norm"], tf.float32)
         bbox_t = tf.cast(targets["bbox"], tf.float32)
         mask = tf.cast(targets["loss_mask"], tf.float32) if "loss_mask" in targets else tf.ones_like(cov_t)
+        cov_mask = tf.cast(targets["cov_mask"], tf.float32) if "cov_mask" in targets else mask
+        bbox_mask = tf.cast(targets["bbox_mask"], tf.float32) if "bbox_mask" in targets else mask
         p = tf.cast(cov_pred, tf.float32)
         bce = -(cov_t * tf.math.log(p + EPSILON) + (1.0 - cov_t) * tf.math.log(1.0 - p + EPSILON))
         fg = self.fg_weights[tf.newaxis, :, tf.newaxis, tf.newaxis]
         pixel_w = tf.where(cov_t > 0.5, fg, 1.0 - fg)
-        cov_cost = tf.reduce_mean(mask * pixel_w * bce, axis=[0, 2, 3])  # (C,)
+        cov_cost = tf.reduce_mean(cov_mask * pixel_w * bce, axis=[0, 2, 3])  # (C,)
         shape = tf.shape(bbox_t)
         c = len(self.params.class_names)
         diff = tf.abs(tf.cast(bbox_pred, tf.float32) - bbox_t)
         diff = tf.reshape(diff, [shape[0], c, 4, shape[2], shape[3]])
-        weight = (mask * cov_norm)[:, :, tf.newaxis]
+        weight = (bbox_mask * cov_norm)[:, :, tf.newaxis]
         bbox_cost = tf.reduce_mean(weight * diff, axis=[0, 2, 3, 4])  # (C,)
         return tf.stack([cov_cost, bbox_cost], axis=1)
 

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# `make demo`: the whole DetectNet_v2 workflow on synthetic KITTI data, as a user would type it.
+#
+#   synthesize -> validate_spec -> dataset_convert -> train (quickstart spec) -> evaluate
+#   -> prune -> retrain the pruned model -> evaluate it -> export INT8 (ONNX, TensorRT
+#   calibration cache, Q/DQ ONNX, DeepStream files) -> evaluate the exported models
+#   -> inference through ONNX Runtime -> offline evaluation of the KITTI files it wrote.
+#
+# Usage: scripts/demo.sh [OUTPUT_DIR]   (default demo_run; an existing run resumes/reuses steps)
+# Environment: DEMO_IMAGES (default 600), DEMO_EPOCHS (default: the spec's 20),
+#              DEMO_RETRAIN_EPOCHS (default 10), DEMO_PRUNE_THRESHOLD (default 0.3).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT="${1:-demo_run}"
+IMAGES="${DEMO_IMAGES:-600}"
+RETRAIN_EPOCHS="${DEMO_RETRAIN_EPOCHS:-10}"
+PTH="${DEMO_PRUNE_THRESHOLD:-0.3}"
+mkdir -p "$OUT"
+cd "$OUT"
+SPECS="$ROOT/specs/detectnet_v2"
+EPOCH_SET=()
+if [[ -n "${DEMO_EPOCHS:-}" ]]; then
+  EPOCH_SET=(--set "training_config.num_epochs=${DEMO_EPOCHS}"
+             --set "training_config.checkpoint_interval=${DEMO_EPOCHS}"
+             --set "evaluation_config.first_validation_epoch=${DEMO_EPOCHS}")
+fi
+
+step() { printf '\n=== %s\n' "$*"; }
+started=$(date +%s)
+
+step "1. synthetic KITTI data: $IMAGES images of 960x544 (data/kitti)"
+if [[ ! -f data/kitti/dataset_convert_spec.txt ]]; then
+  tltk dataset synthesize --format kitti --output data/kitti --num_images "$IMAGES" --seed 42
+fi
+
+step "2. validate the specs before running anything"
+tltk detectnet_v2 validate_spec -e data/kitti/dataset_convert_spec.txt
+tltk detectnet_v2 validate_spec -e "$SPECS/quickstart_train.txt"
+
+step "3. dataset_convert: TFRecords with TAO's shard names and keys (data/tfrecords)"
+if ! ls data/tfrecords/kitti-fold-* >/dev/null 2>&1; then
+  tltk detectnet_v2 dataset_convert -d data/kitti/dataset_convert_spec.txt -o data/tfrecords/kitti
+fi
+
+step "4. train resnet10 at 480x272 from scratch (results/train; resumes if interrupted)"
+tltk detectnet_v2 train -e "$SPECS/quickstart_train.txt" -r results/train -n model "${EPOCH_SET[@]}"
+
+step "5. evaluate the trained model"
+tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" -m results/train/model.tlt -r results/evaluate
+
+step "6. prune (pruning threshold $PTH) and retrain without regularization"
+mkdir -p results/prune
+tltk detectnet_v2 prune -m results/train/model.tlt -o results/prune/model_pruned.tlt -pth "$PTH" --force
+tltk detectnet_v2 train -e "$SPECS/retrain_pruned.txt" -r results/retrain -n model_retrained \
+  --set "training_config.num_epochs=${RETRAIN_EPOCHS}" \
+  --set "training_config.checkpoint_interval=${RETRAIN_EPOCHS}" \
+  --set "evaluation_config.first_validation_epoch=${RETRAIN_EPOCHS}"
+tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" -m results/retrain/model_retrained.tlt \
+  -r results/evaluate_retrained
+
+step "7. export INT8: ONNX, TensorRT calibration cache, Q/DQ ONNX, DeepStream config and labels"
+tltk detectnet_v2 export -m results/retrain/model_retrained.tlt -o results/export/model.onnx \
+  -e "$SPECS/quickstart_train.txt" --data_type int8 --batches 8 --batch_size 8 \
+  --cal_cache_file results/export/cal.bin --gen_ds_config --force
+
+step "8. evaluate the exported FP32 ONNX and the INT8 Q/DQ ONNX with ONNX Runtime"
+tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" -m results/export/model.onnx -r results/evaluate_onnx
+QDQ=results/export/model_int8_qdq.onnx
+tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" -m "$QDQ" -r results/evaluate_int8
+
+step "9. inference through ONNX Runtime on the validation images (results/inference)"
+cat > results/export/inference_spec.txt <<EOF
+inferencer_config {
+  target_classes: "car"
+  target_classes: "pedestrian"
+  target_classes: "cyclist"
+  image_width: 480
+  image_height: 272
+  image_channels: 3
+  batch_size: 8
+  tensorrt_config { etlt_model: "$(pwd)/$QDQ" backend_data_type: INT8 }
+}
+bbox_handler_config {
+  kitti_dump: true
+  disable_overlay: false
+  overlay_linewidth: 2
+  classwise_bbox_handler_config {
+    key: "default"
+    value {
+      confidence_model: "aggregate_cov"
+      bbox_color { R: 0 G: 255 B: 0 }
+      clustering_config { clustering_algorithm: DBSCAN coverage_threshold: 0.005 dbscan_eps: 0.3
+        dbscan_min_samples: 0.05 minimum_bounding_box_height: 4 dbscan_confidence_threshold: 0.1 }
+    }
+  }
+}
+EOF
+mkdir -p results/val_images
+python - <<'EOF'
+import glob, os, shutil
+# The validation fold of the synthetic set: the images whose labels the converter put in fold 0.
+import tensorflow as tf
+ids = set()
+for path in glob.glob("data/tfrecords/kitti-fold-000-*"):
+    for rec in tf.data.TFRecordDataset(path):
+        ex = tf.train.Example.FromString(rec.numpy())
+        ids.add(ex.features.feature["frame/id"].bytes_list.value[0].decode())
+for frame in sorted(ids):
+    stem = os.path.basename(frame)
+    src = os.path.join("data/kitti/image_2", stem + ".png")
+    if os.path.exists(src):
+        shutil.copy(src, "results/val_images/")
+print(f"{len(os.listdir('results/val_images'))} validation images")
+EOF
+tltk detectnet_v2 inference -e results/export/inference_spec.txt -i results/val_images -o results/inference
+
+step "10. offline evaluation of the KITTI files inference wrote"
+tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" --predictions_dir results/inference/labels \
+  --labels_dir data/kitti/label_2 -r results/evaluate_offline
+
+elapsed=$(( $(date +%s) - started ))
+step "done in ${elapsed}s; everything is under $(pwd)"
+echo "  trained model:      results/train/model.tlt"
+echo "  pruned + retrained: results/retrain/model_retrained.tlt"
+echo "  exports:            $(ls results/export | tr '\n' ' ')"
+echo "  inference:          results/inference/images_annotated, results/inference/labels"

@@ -22,6 +22,9 @@ DETECTNET_V2_COMMANDS: dict[str, str] = {
     "converter": "tltk.cli.converter:detectnet_v2_converter",
     "dataset_convert": "tltk.cli.detectnet_v2_data:dataset_convert",
     "calibration_tensorfile": "tltk.cli.detectnet_v2_data:calibration_tensorfile",
+    "prune": "tltk.cli.prune:detectnet_v2_prune",
+    "evaluate": "tltk.cli.evaluate:detectnet_v2_evaluate",
+    "inference": "tltk.cli.inference:detectnet_v2_inference",
 }
 
 MASK_RCNN_COMMANDS: dict[str, str] = {

@@ -185,18 +185,20 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
-def format_kitti_line(obj: KittiObject, score_digits: int = 3) -> str:
+def format_kitti_line(obj: KittiObject, score_digits: int = 3, bbox_digits: int = 2) -> str:
     """Format one object as a KITTI line (15 columns, 16 when it has a score).
 
     Args:
         obj: the object.
         score_digits: decimals written for the confidence column.
+        bbox_digits: decimals written for the four box coordinates (pixels); TAO's inference
+            writes 3, KITTI ground truth uses 2.
 
     Returns:
         The line without a trailing newline.
     """
     cols = [obj.type, _fmt(obj.truncated), str(int(obj.occluded)), _fmt(obj.alpha)]
-    cols += [_fmt(v) for v in obj.bbox]
+    cols += [f"{v:.{bbox_digits}f}" for v in obj.bbox]
     cols += [_fmt(v) for v in obj.dimensions]
     cols += [_fmt(v) for v in obj.location]
     cols.append(_fmt(obj.rotation_y))
@@ -205,19 +207,20 @@ def format_kitti_line(obj: KittiObject, score_digits: int = 3) -> str:
     return " ".join(cols)
 
 
-def write_kitti_labels(path: str | os.PathLike[str], objects: Iterable[KittiObject]) -> None:
+def write_kitti_labels(path: str | os.PathLike[str], objects: Iterable[KittiObject], bbox_digits: int = 2) -> None:
     """Write a KITTI label file (one line per object, ``\\n`` line ends).
 
     Args:
         path: destination ``.txt`` file; its folder is created.
         objects: objects to write, in order.
+        bbox_digits: decimals of the box coordinates (see :func:`format_kitti_line`).
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         for obj in objects:
-            handle.write(format_kitti_line(obj) + "\n")
+            handle.write(format_kitti_line(obj, bbox_digits=bbox_digits) + "\n")
 
 
 @dataclass(frozen=True)

@@ -675,7 +675,7 @@ def run_inference(spec: Any, input_path: str | os.PathLike[str], output_dir: str
                 name = os.path.basename(path)
                 if labels_dir:
                     write_kitti_labels(os.path.join(labels_dir, os.path.splitext(name)[0] + ".txt"),
-                                       kitti_objects(scaled, config.outputs))
+                                       kitti_objects(scaled, config.outputs), bbox_digits=3)
                 if annotated_dir:
                     rgb = image if c == 3 else load_image(path, 3)
                     boxes = [OverlayBox(config.outputs[d.class_name].label, d.x1, d.y1, d.x2, d.y2, d.confidence,

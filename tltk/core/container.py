@@ -491,7 +491,8 @@ def load_keras_model(path: str | os.PathLike[str], key: str | None = None,
     Args:
         path: the model file.
         key: key of a sealed tltk container or a legacy TAO ``.tlt``.
-        custom_objects: custom layers/functions for Keras deserialisation.
+        custom_objects: custom layers/functions for Keras deserialisation (tltk's own layers,
+            e.g. the QAT layers of :mod:`tltk.core.qat`, are always known).
         compile: restore the training configuration too (off by default: tltk compiles models
             itself).
 
@@ -515,6 +516,8 @@ def load_keras_model(path: str | os.PathLike[str], key: str | None = None,
         raise ModelFileError(f"{source}: holds a {kind.upper()} model, not a Keras model",
                              hint="load ONNX/UFF models with an inference backend, not as Keras models")
     import keras
+
+    import tltk.core.qat  # noqa: F401  registers tltk's QAT layers so quantization-aware models load
 
     with tempfile.TemporaryDirectory(prefix="tltk-load-") as tmp:
         tmp_path = os.path.join(tmp, "model" + suffix)

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tltk import __version__
+from tltk.core.qat import FakeQuant, is_quantized, quantize_model
 from tltk.core.schedules import SoftStartAnnealingSchedule
 from tltk.core.task import CostScaling, TrainingPlan
 from tltk.detectnet_v2.cost import CostParams, DetectNetCost
@@ -103,8 +104,26 @@ class DetectNetV2Task:
         if report is not None:
             log.info("pretrained weights: %d layers loaded, %d skipped, %d mismatched",
                      len(report.loaded), len(report.skipped), len(report.mismatched))
+        network = self._apply_qat(network)
         self.cost = DetectNetCost(self.cost_params)
         return network
+
+    def _apply_qat(self, network: keras.Model) -> keras.Model:
+        """``training_config.enable_qat``: fake INT8 quantization after the network is built or loaded."""
+        if is_quantized(network):
+            if self.training_config.enable_qat:
+                log.info("enable_qat: the loaded model is already quantization-aware; training it as it is")
+            else:
+                log.warning("the loaded model is quantization-aware although enable_qat is false; training keeps "
+                            "its fake quantization (export with --force_ptq to calibrate instead of using its ranges)")
+            return network
+        if not self.training_config.enable_qat:
+            return network
+        quantized = quantize_model(network)
+        log.info("enable_qat: quantization-aware training, %d fake-quantized activation tensors (INT8, ranges "
+                 "tracked by moving average) and per-channel INT8 weights",
+                 sum(isinstance(layer, FakeQuant) for layer in quantized.layers))
+        return quantized
 
     def train_dataset(self, start_cycle: int, global_batch_size: int) -> tf.data.Dataset:
         plan = self._plan or self.training_plan(1)

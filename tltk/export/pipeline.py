@@ -112,7 +112,10 @@ def export_model(
             output.
         trt_version: TensorRT version the cache is for (header); default the installed one, else
             10.3.0 (see :func:`tltk.export.calibration_cache.header_version_number`).
-        qat_ranges: ranges learned by quantization-aware training, keyed by ONNX tensor name.
+        qat_ranges: ranges learned by quantization-aware training, keyed by ONNX tensor name or
+            by ``keras-layer:<consumer layer>`` as :func:`tltk.export.qat_export.qat_export_inputs`
+            gives them (resolved against the converted graph).  A quantization-aware ``model`` is
+            always exported as its float twin; its own ranges are used when none are given.
         force_ptq: calibrate even when ``qat_ranges`` are given.
         qdq_output_path: the Q/DQ ONNX model; default ``<output>_int8_qdq.onnx``.
         cal_json_file: also write TAO's ``{"tensor_scales": {name: amax}}`` JSON here.
@@ -135,15 +138,20 @@ def export_model(
         UsageError: unknown data type or method, INT8 without calibration data or QAT ranges,
             ``.etlt`` without a key.
     """
+    from tltk.core.qat import is_quantized
     from tltk.export.calibration import calibrate_onnx
     from tltk.export.calibration_cache import write_calibration_cache
     from tltk.export.onnx_export import export_keras_to_onnx, load_onnx_bytes
+    from tltk.export.qat_export import has_layer_keys, qat_export_inputs, resolve_qat_ranges
     from tltk.export.qdq import quantize_onnx_model
 
     if data_type not in DATA_TYPES:
         raise UsageError(f"--data_type: unknown precision '{data_type}' (one of {', '.join(DATA_TYPES)})")
     if cal_method not in CALIBRATION_METHODS:
         raise UsageError(f"calibration method '{cal_method}' is not one of {', '.join(CALIBRATION_METHODS)}")
+    if is_quantized(model):
+        model, learned = qat_export_inputs(model)
+        qat_ranges = learned if qat_ranges is None else qat_ranges
     use_qat = qat_ranges is not None and len(qat_ranges) > 0 and not force_ptq
     if data_type == "int8" and not use_qat and calibration_batches is None:
         raise UsageError("INT8 export needs calibration data",
@@ -161,6 +169,10 @@ def export_model(
     if use_qat:
         assert qat_ranges is not None
         ranges = qat_ranges
+        if has_layer_keys(ranges):
+            import onnx
+
+            ranges = resolve_qat_ranges(model, onnx.load_from_string(fp32_bytes), ranges)
         report["calibration"] = {"method": ranges.method or "qat", "tensors": len(ranges), "images": 0,
                                  "source": "qat"}
     else:

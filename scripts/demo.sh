@@ -51,7 +51,8 @@ tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" -m results/train/mod
 
 step "6. prune (pruning threshold $PTH) and retrain without regularization"
 mkdir -p results/prune
-tltk detectnet_v2 prune -m results/train/model.tlt -o results/prune/model_pruned.tlt -pth "$PTH" --force
+rm -f results/prune/model_pruned.tlt
+tltk detectnet_v2 prune -m results/train/model.tlt -o results/prune/model_pruned.tlt -pth "$PTH"
 tltk detectnet_v2 train -e "$SPECS/retrain_pruned.txt" -r results/retrain -n model_retrained \
   --set "training_config.num_epochs=${RETRAIN_EPOCHS}" \
   --set "training_config.checkpoint_interval=${RETRAIN_EPOCHS}" \

@@ -185,7 +185,7 @@ class DetectNetV2Task:
     def predictor(self, network: keras.Model) -> Any:
         """A ``predict(images) -> (cov, bbox)`` function for a Keras network."""
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def run(images: tf.Tensor) -> Any:
             out = network(images, training=False)
             return tf.cast(out[COV_NAME], tf.float32), tf.cast(out[BBOX_NAME], tf.float32)

@@ -7,11 +7,16 @@ is a terminal and JSON mode is off.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from types import ModuleType
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -34,7 +39,8 @@ def configure(verbose: bool = False, log_file: str | None = None, json_mode: boo
     for handler in list(root.handlers):
         root.removeHandler(handler)
     level = logging.DEBUG if verbose else logging.INFO
-    root.setLevel(level)
+    # The log file gets DEBUG records even when the console shows INFO.
+    root.setLevel(logging.DEBUG if log_file else level)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not verbose else LOG_FORMAT))
     console.setLevel(level)
@@ -53,6 +59,77 @@ def configure(verbose: bool = False, log_file: str | None = None, json_mode: boo
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     for noisy in ("tensorflow", "absl", "tf2onnx", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    if not verbose:
+        quiet_tensorflow_import()
+
+
+# ---- TensorFlow's start-up noise --------------------------------------------------------------
+#
+# TensorFlow's CUDA build writes a dozen C++ log lines to stderr when it is imported and when it
+# first looks for devices ("Unable to register cuDNN factory", "failed call to cuInit", ...),
+# before TF_CPP_MIN_LOG_LEVEL is read.  On a CPU machine they are noise that looks like failure.
+# The first ``import tensorflow`` of a non-verbose run therefore happens with file descriptor 2
+# pointed at a temporary file; what it captured is logged at DEBUG (and so in --log_file).
+# Python exceptions raised by the import are not affected.
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+                  ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "tensorflow":
+            return None
+        _remove_finder()
+        module = _import_with_stderr_captured(fullname)
+        return importlib.util.spec_from_loader(fullname, _AlreadyLoaded(module))
+
+
+class _AlreadyLoaded(importlib.abc.Loader):
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return self.module
+
+    def exec_module(self, module: ModuleType) -> None:
+        return None
+
+
+def _remove_finder() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowFinder)]
+
+
+def _import_with_stderr_captured(name: str) -> ModuleType:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    captured = tempfile.TemporaryFile()
+    failed = True
+    try:
+        os.dup2(captured.fileno(), 2)
+        module = importlib.import_module(name)
+        tf: Any = module
+        tf.config.list_physical_devices()  # device discovery logs its CUDA probing here too
+        failed = False
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode("utf-8", "replace").strip()
+        captured.close()
+        if text and failed:  # the import failed: its C++ output may say why
+            sys.stderr.write(text + "\n")
+        elif text:
+            logging.getLogger("tltk.console").debug("TensorFlow start-up output:\n%s", text)
+    return module
+
+
+def quiet_tensorflow_import() -> None:
+    """Capture TensorFlow's C++ start-up log lines on its first import (see above).
+
+    Does nothing when TensorFlow is already imported or the hook is already installed.
+    """
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())
 
 
 def json_mode() -> bool:

@@ -136,3 +136,20 @@ def test_cli_reference_is_current(repo_root):
     proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "gen_cli_reference.py"), "--check"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_tensorflow_start_up_noise_is_captured_unless_verbose(tmp_path):
+    code = ("import sys; from tltk import console; console.configure(verbose=sys.argv[1] == 'v', "
+            "log_file=sys.argv[2]); import tensorflow as tf; print(int(tf.constant(2) + 1))")
+    quiet = subprocess.run([sys.executable, "-c", code, "q", str(tmp_path / "q.log")], capture_output=True,
+                           text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == "3"
+    assert "cuDNN factory" not in quiet.stderr and "absl::InitializeLog" not in quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", code, "v", str(tmp_path / "v.log")], capture_output=True,
+                          text=True, timeout=300)
+    assert loud.returncode == 0 and loud.stdout.strip() == "3"
+    # Whatever the quiet run hid went to the log file at DEBUG level instead of being lost.
+    hidden = [line for line in loud.stderr.splitlines() if "cuda" in line.lower() or "absl" in line]
+    if hidden:
+        assert "TensorFlow start-up output" in (tmp_path / "q.log").read_text()

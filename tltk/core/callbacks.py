@@ -177,15 +177,19 @@ class RunRecorder(keras.callbacks.Callback):
     def _plot(self) -> None:
         try:
             from tltk.viz.plots import plot_curves
-        except ImportError:  # plotting is optional during early development of the viz package
+        except ImportError:  # matplotlib missing from a minimal install: skip the plots, keep training
             return
         plots = os.path.join(self.results_dir, "plots")
         os.makedirs(plots, exist_ok=True)
         key = self.plan.cycle_name
         loss_series = {name: [(r[key], r[name]) for r in self.history if name in r]
                        for name in ("loss", "task_loss", "regularization_loss")}
-        plot_curves({k: v for k, v in loss_series.items() if v}, os.path.join(plots, "loss.png"),
-                    xlabel=key, ylabel="loss", title="Training loss")
+        loss_series = {k: v for k, v in loss_series.items() if v}
+        values = [y for v in loss_series.values() for _, y in v]
+        # Losses fall by orders of magnitude in the first epochs: a log axis keeps the tail readable.
+        log_y = bool(values) and min(values) > 0 and max(values) / min(values) > 20
+        plot_curves(loss_series, os.path.join(plots, "loss.png"), xlabel=key, ylabel="loss",
+                    title="Training loss", log_y=log_y)
         val_names = sorted({k for r in self.history for k in r if k.startswith("val_")})
         for name in val_names:
             series = [(r[key], r[name]) for r in self.history if name in r]

@@ -45,18 +45,10 @@ def _probe_onnxruntime() -> dict[str, Any]:
 
 
 def _probe_tensorrt() -> dict[str, Any]:
-    info: dict[str, Any] = {"version": None, "pycuda": None}
-    try:
-        trt = importlib.import_module("tensorrt")
-        info["version"] = getattr(trt, "__version__", "unknown")
-    except Exception as exc:
-        info["error"] = f"{type(exc).__name__}: {exc}"
-    try:
-        importlib.import_module("pycuda")
-        info["pycuda"] = _dist_version("pycuda") or "installed"
-    except Exception:
-        info["pycuda"] = None
-    return info
+    from tltk.tensorrt.availability import pycuda_version, tensorrt_version
+
+    # tensorrt_version() tells the real library from the type stubs' empty namespace package.
+    return {"version": tensorrt_version(), "pycuda": pycuda_version()}
 
 
 def collect_info() -> dict[str, Any]:

@@ -21,7 +21,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	PATH=$(VENV)/bin:$$PATH TF_CPP_MIN_LOG_LEVEL=2 bash scripts/demo.sh $(DEMO_DIR)
+	PATH=$(abspath $(VENV))/bin:$$PATH TF_CPP_MIN_LOG_LEVEL=2 bash scripts/demo.sh $(DEMO_DIR)
 
 test: venv
 	PATH=$(VENV)/bin:$$PATH TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m "not gpu and not tensorrt" tests

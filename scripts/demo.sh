@@ -8,7 +8,7 @@
 #
 # Usage: scripts/demo.sh [OUTPUT_DIR]   (default demo_run; an existing run resumes/reuses steps)
 # Environment: DEMO_IMAGES (default 600), DEMO_EPOCHS (default: the quickstart spec's 16),
-#              DEMO_RETRAIN_EPOCHS (default: the retrain spec's 12), DEMO_PRUNE_THRESHOLD (default 0.85).
+#              DEMO_RETRAIN_EPOCHS (default: the retrain spec's 12), DEMO_PRUNE_THRESHOLD (default 0.88).
 # The full run takes about 35 minutes on 2 CPU cores; DEMO_IMAGES=64 DEMO_EPOCHS=1
 # DEMO_RETRAIN_EPOCHS=1 runs every step in a few minutes (with a model that finds little).
 set -euo pipefail
@@ -16,7 +16,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:-demo_run}"
 IMAGES="${DEMO_IMAGES:-600}"
-PTH="${DEMO_PRUNE_THRESHOLD:-0.85}"
+PTH="${DEMO_PRUNE_THRESHOLD:-0.88}"
 mkdir -p "$OUT"
 cd "$OUT"
 SPECS="$ROOT/specs/detectnet_v2"

@@ -75,7 +75,7 @@ def workflow(tmp_path_factory) -> dict:
         out["eval_offline"] = _invoke("detectnet_v2", "evaluate", "-e", spec, "--predictions_dir",
                                       "results/inference/labels", "-r", "results/eval_offline")
         out["prune"] = _invoke("detectnet_v2", "prune", "-m", "results/train/model.tlt", "-o",
-                               "results/prune/model_pruned.tlt", "-pth", "0.85")
+                               "results/prune/model_pruned.tlt", "-pth", "0.95")
         out["retrain"] = _invoke("detectnet_v2", "train", "-e", str(SPECS / "retrain_pruned.txt"), "-r",
                                  "results/retrain", "-n", "retrained", *_short(2))
         yield out

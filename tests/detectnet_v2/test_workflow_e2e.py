@@ -108,6 +108,8 @@ def test_short_training_learns_to_detect(workflow) -> None:
     assert ev["num_images"] == 24
     assert ev["mAP"] >= MIN_MAP
     assert ev["mAP"] == pytest.approx(train["metrics"]["val_mAP"], abs=1e-6)
+    # evaluate uses the auto-weighted objective weights stored in the .tlt, as training did.
+    assert ev["validation_cost"] == pytest.approx(train["metrics"]["val_validation_cost"], rel=1e-3)
     for name in ("car", "pedestrian", "cyclist"):
         assert ev["AP"][name] > 0.0
 

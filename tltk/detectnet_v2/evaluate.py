@@ -132,7 +132,8 @@ def evaluate_model(loaded: Any, model: str, key: str | None = None, framework: s
             seconds_per_image.append((time.perf_counter() - started) / max(len(images), 1))
             return out
 
-        evaluation = evaluate_split(predict, task.data, split, batch_size=size, cost_fn=task.cost_fn())
+        evaluation = evaluate_split(predict, task.data, split, batch_size=size,
+                                    cost_fn=task.cost_fn(_saved_cost_state(model, key)))
         backend = runner.describe()
     source = {"model": os.path.abspath(model), "backend": backend["kind"], "batch_size": size}
     median = float(np.median(seconds_per_image)) if seconds_per_image else None
@@ -306,3 +307,13 @@ def write_report(report: EvaluationReport, results_dir: str) -> dict[str, str]:
     plot_path = str(plot_pr_curves(report.result, os.path.join(results_dir, PR_CURVES_FILE)))
     atomic_write_bytes(report_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode("utf-8"))
     return {"report": report_path, "pr_curves": plot_path}
+
+
+def _saved_cost_state(model: str, key: str | None) -> dict[str, Any] | None:
+    """The objective weights a tltk ``.tlt`` was trained to (None for other files)."""
+    from tltk.core.container import container_info, read_metadata
+
+    if container_info(model) is None:
+        return None
+    state = read_metadata(model, key).get("cost_state")
+    return state if isinstance(state, dict) else None

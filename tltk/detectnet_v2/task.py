@@ -196,9 +196,17 @@ class DetectNetV2Task:
 
         return predict
 
-    def cost_fn(self) -> Any:
-        """``(cov, bbox, targets) -> float`` evaluating the task cost (validation cost)."""
+    def cost_fn(self, cost_state: dict[str, Any] | None = None) -> Any:
+        """``(cov, bbox, targets) -> float`` evaluating the task cost (validation cost).
+
+        Args:
+            cost_state: objective weights saved with a model (``model_metadata()["cost_state"]``);
+                without it the current training state, or the spec's initial weights, are used.
+        """
         cost = self.cost or DetectNetCost(self.cost_params)
+        if cost_state:
+            cost = DetectNetCost(self.cost_params)
+            cost.set_state(cost_state)
 
         def fn(cov: np.ndarray, bbox: np.ndarray, targets: dict[str, Any]) -> float:
             total, _ = cost(tf.constant(cov), tf.constant(bbox), _cost_targets(targets))
@@ -227,6 +235,9 @@ class DetectNetV2Task:
             "bbox_scale": scale,
             "bbox_offset": offset,
             "image_range": [0.0, 1.0],
+            # The auto-weighted objective weights at the end of training, so that evaluate's
+            # validation cost matches the one printed during training.
+            "cost_state": self.extra_state(),
             "spec": resolved_text(self.experiment),
             "tltk_version": __version__,
         }

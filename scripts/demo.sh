@@ -69,7 +69,7 @@ tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" -m results/export/mo
 QDQ=results/export/model_int8_qdq.onnx
 tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" -m "$QDQ" -r results/evaluate_int8
 
-step "9. inference through ONNX Runtime on the validation images (results/inference)"
+step "9. inference with the INT8 Q/DQ model through ONNX Runtime (results/inference)"
 cat > results/export/inference_spec.txt <<EOF
 inferencer_config {
   target_classes: "car"
@@ -79,7 +79,7 @@ inferencer_config {
   image_height: 272
   image_channels: 3
   batch_size: 8
-  tensorrt_config { etlt_model: "$(pwd)/$QDQ" backend_data_type: INT8 }
+  tensorrt_config { etlt_model: "$(pwd)/$QDQ" }
 }
 bbox_handler_config {
   kitti_dump: true
@@ -96,26 +96,9 @@ bbox_handler_config {
   }
 }
 EOF
-mkdir -p results/val_images
-python - <<'EOF'
-import glob, os, shutil
-# The validation fold of the synthetic set: the images whose labels the converter put in fold 0.
-import tensorflow as tf
-ids = set()
-for path in glob.glob("data/tfrecords/kitti-fold-000-*"):
-    for rec in tf.data.TFRecordDataset(path):
-        ex = tf.train.Example.FromString(rec.numpy())
-        ids.add(ex.features.feature["frame/id"].bytes_list.value[0].decode())
-for frame in sorted(ids):
-    stem = os.path.basename(frame)
-    src = os.path.join("data/kitti/image_2", stem + ".png")
-    if os.path.exists(src):
-        shutil.copy(src, "results/val_images/")
-print(f"{len(os.listdir('results/val_images'))} validation images")
-EOF
-tltk detectnet_v2 inference -e results/export/inference_spec.txt -i results/val_images -o results/inference
+tltk detectnet_v2 inference -e results/export/inference_spec.txt -i data/kitti/image_2 -o results/inference
 
-step "10. offline evaluation of the KITTI files inference wrote"
+step "10. offline evaluation of the KITTI files inference wrote (the validation images' files)"
 tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" --predictions_dir results/inference/labels \
   --labels_dir data/kitti/label_2 -r results/evaluate_offline
 

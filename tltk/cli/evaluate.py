@@ -70,8 +70,6 @@ def detectnet_v2_evaluate(spec: str, model: str | None, key: str | None, framewo
     from tltk.spec import load_spec
 
     loaded = load_spec(spec, model="detectnet_v2", kind="experiment", overrides=overrides)
-    for warning in loaded.warnings:
-        click.echo(f"warning: {warning}", err=True)
     if model:
         report = evaluate_model(loaded, model, key=key, framework=framework, use_training_set=use_training_set,
                                 batch_size=batch_size)

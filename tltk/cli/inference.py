@@ -30,8 +30,6 @@ def detectnet_v2_inference(spec: str, input_path: str, output_dir: str | None, r
     from tltk.spec import load_spec
 
     loaded = load_spec(spec, model="detectnet_v2", kind="inference", overrides=overrides)
-    for warning in loaded.warnings:
-        click.echo(f"warning: {warning}", err=True)
     data = run_inference(loaded, input_path, out, key=key, batch_size=batch_size)
     where = ", ".join(p for p in (data["labels_dir"], data["annotated_dir"]) if p) or "nothing written"
     summary = (f"{data['detections_total']} detection(s) in {data['images']} image(s) with {data['backend']}; "

@@ -42,8 +42,6 @@ def _make_train_command(model: str) -> click.Command:
         from tltk.spec import load_spec, write_resolved_spec
 
         loaded = load_spec(spec, model=model, kind="experiment", overrides=overrides)
-        for warning in loaded.warnings:
-            click.echo(f"warning: {warning}", err=True)
         out = os.path.abspath(default_results_dir(spec, results_dir))
         os.makedirs(out, exist_ok=True)
         write_resolved_spec(loaded.message, os.path.join(out, "experiment_spec.txt"))

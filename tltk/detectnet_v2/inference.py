@@ -527,12 +527,27 @@ def model_from_spec(loaded: Any, batch_size: int = 16) -> ModelChoice:
             calibration_batches=int(cal.n_batches) or 1, calibration_batch_size=int(cal.batch_size),
             max_batch_size=batch_size)
         return ModelChoice(model, "tensorrt", request, [f"building a {data_type} TensorRT engine from {model}"])
-    notes = [f"{problem}; running {model} with ONNX Runtime (FP32)"]
+    precision = "INT8 Q/DQ" if _is_qdq_onnx(model) else "FP32"
+    notes = [f"{problem}; running {model} with ONNX Runtime ({precision} as the file stores it)"]
     if data_type != "fp32":
-        notes.append(f"backend_data_type {data_type.upper()} needs TensorRT; ONNX Runtime runs FP32")
+        notes.append(f"backend_data_type {data_type.upper()} applies to TensorRT engines; ONNX Runtime runs the "
+                     f"model as stored ({precision})")
     if trt.save_engine:
         notes.append("save_engine: no engine is written without TensorRT")
     return ModelChoice(model, "onnx", notes=notes)
+
+
+def _is_qdq_onnx(path: str) -> bool:
+    """Whether an ``.onnx`` file holds an explicitly quantized (Q/DQ) graph."""
+    if not path.lower().endswith(".onnx"):
+        return False
+    try:
+        import onnx
+
+        graph = onnx.load(path, load_external_data=False).graph
+    except Exception:  # unreadable here: the backend reports it properly when it opens the file
+        return False
+    return any(node.op_type == "QuantizeLinear" for node in graph.node)
 
 
 def _require_file(path: str, field_name: str) -> None:

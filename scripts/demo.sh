@@ -100,7 +100,7 @@ tltk detectnet_v2 inference -e results/export/inference_spec.txt -i data/kitti/i
 
 step "10. offline evaluation of the KITTI files inference wrote (the validation images' files)"
 tltk detectnet_v2 evaluate -e "$SPECS/quickstart_train.txt" --predictions_dir results/inference/labels \
-  --labels_dir data/kitti/label_2 -r results/evaluate_offline
+  -r results/evaluate_offline
 
 elapsed=$(( $(date +%s) - started ))
 step "done in ${elapsed}s; everything is under $(pwd)"

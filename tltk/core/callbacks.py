@@ -151,7 +151,7 @@ class RunRecorder(keras.callbacks.Callback):
         metrics: dict[str, float] = {}
         if cycle in self.plan.validate_after or cycle == self.plan.num_cycles:
             metrics, report = self.task.validate(self.network)
-            console.echo(f"\n{self.plan.cycle_name.capitalize()} {cycle}/{self.plan.num_cycles}\n{'=' * 36}\n{report}")
+            console.echo(f"\n{self.plan.cycle_name.capitalize()} {cycle}/{self.plan.num_cycles}\n{'=' * 25}\n{report}")
             for name, value in metrics.items():
                 logs[f"val_{name}"] = value
         if cycle % self.plan.checkpoint_every == 0 or cycle == self.plan.num_cycles:

@@ -15,6 +15,7 @@ from tltk.data.tfrecord import (
     build_detection_example,
     count_records,
     fold_substring,
+    frame_ids,
     iterate_records,
     parse_detection_example,
     parse_detection_tensors,
@@ -89,3 +90,15 @@ def test_shard_set_is_invisible_until_commit(tmp_path):
     with ShardSetWriter() as aborted:
         aborted.open(str(tmp_path / "out" / "y"))
     assert sorted(os.listdir(tmp_path / "out")) == ["x-shard-00000-of-00002", "x-shard-00001-of-00002"]
+
+
+def test_frame_ids_in_file_order(tmp_path):
+    paths = [str(tmp_path / f"f-{i}") for i in range(2)]
+    shards = ShardSetWriter()
+    for path, stems in zip(paths, (["a", "b"], ["c"])):
+        writer = shards.open(path)
+        for stem in stems:
+            writer.write(build_detection_example(DetectionFrameRecord(f"image_2/{stem}", 10, 20)).SerializeToString())
+    shards.commit()
+    assert frame_ids(paths) == ["image_2/a", "image_2/b", "image_2/c"]
+    assert frame_ids([]) == []

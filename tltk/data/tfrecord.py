@@ -40,6 +40,7 @@ __all__ = [
     "fold_substring",
     "ShardSetWriter",
     "iterate_records",
+    "frame_ids",
     "count_records",
 ]
 
@@ -386,6 +387,25 @@ def iterate_records(files: Iterable[str]) -> Iterator[bytes]:
 
     for record in tf.data.TFRecordDataset(list(files)):
         yield bytes(record.numpy())
+
+
+def frame_ids(files: Iterable[str]) -> list[str]:
+    """The ``frame/id`` of every record of DetectNet_v2 TFRecord files, in file order.
+
+    Args:
+        files: TFRecord shard paths.
+
+    Returns:
+        Frame ids (``<image_dir_name>/<file stem>``).
+    """
+    import tensorflow as tf
+
+    files = list(files)
+    if not files:
+        return []
+    spec = {"frame/id": tf.io.FixedLenFeature([], tf.string)}
+    dataset = tf.data.TFRecordDataset(files).batch(1024).map(lambda x: tf.io.parse_example(x, spec)["frame/id"])
+    return [v.decode("utf-8") for batch in dataset.as_numpy_iterator() for v in batch]
 
 
 def count_records(files: Iterable[str]) -> int:

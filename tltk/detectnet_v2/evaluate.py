@@ -150,14 +150,6 @@ def _check_input(model_chw: tuple[int, ...], spec_chw: tuple[int, int, int], pat
             hint="evaluate with the spec the model was trained with, or export the model at the spec's size")
 
 
-def _frame_ids(tfrecords: list[str]) -> list[str]:
-    import tensorflow as tf
-
-    spec = {"frame/id": tf.io.FixedLenFeature([], tf.string)}
-    ds = tf.data.TFRecordDataset(tfrecords).batch(1024).map(lambda x: tf.io.parse_example(x, spec)["frame/id"])
-    return [v.decode("utf-8") for batch in ds.as_numpy_iterator() for v in batch]
-
-
 def label_candidates(image_path: str) -> list[str]:
     """Where the KITTI label file of an image may be, in the order they are tried.
 
@@ -202,11 +194,13 @@ def split_label_files(data: Any, split: str) -> tuple[list[tuple[str, str]], lis
         InvalidInputError: label files are missing (the first ones are named with the places
             looked in).
     """
+    from tltk.data.tfrecord import frame_ids
+
     frames: list[tuple[str, str]] = []
     folders: list[str] = []
     missing: list[str] = []
     for src in data.sources(split):
-        for frame_id in _frame_ids(src.tfrecords):
+        for frame_id in frame_ids(src.tfrecords):
             image = os.path.join(src.image_directory, frame_id)
             candidates = label_candidates(image)
             found = next((c for c in candidates if os.path.isfile(c)), None)

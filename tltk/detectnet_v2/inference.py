@@ -539,15 +539,15 @@ def model_from_spec(loaded: Any, batch_size: int = 16) -> ModelChoice:
 
 def _is_qdq_onnx(path: str) -> bool:
     """Whether an ``.onnx`` file holds an explicitly quantized (Q/DQ) graph."""
+    from tltk.errors import TltkError
+    from tltk.tensorrt.builder import inspect_onnx
+
     if not path.lower().endswith(".onnx"):
         return False
     try:
-        import onnx
-
-        graph = onnx.load(path, load_external_data=False).graph
-    except Exception:  # unreadable here: the backend reports it properly when it opens the file
+        return inspect_onnx(path).has_qdq
+    except TltkError:  # unreadable here: the backend reports it properly when it opens the file
         return False
-    return any(node.op_type == "QuantizeLinear" for node in graph.node)
 
 
 def _require_file(path: str, field_name: str) -> None:

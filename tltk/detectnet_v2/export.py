@@ -67,6 +67,7 @@ def export_detectnet_v2(opts: ExportOptions) -> dict[str, Any]:
         DeepStream outputs when produced.
     """
     from tltk.core.container import load_keras_model
+    from tltk.core.qat import is_quantized
     from tltk.data.images import preprocess_file
     from tltk.export.pipeline import export_model, prepare_calibration_batches
 
@@ -83,7 +84,8 @@ def export_detectnet_v2(opts: ExportOptions) -> dict[str, Any]:
     experiment = _load_experiment(opts.experiment_spec)
 
     batches = None
-    if opts.data_type == "int8" and (opts.force_ptq or not _has_qat(model)):
+    # A QAT model carries its ranges: export_model uses them unless --force_ptq asks to calibrate.
+    if opts.data_type == "int8" and (opts.force_ptq or not is_quantized(model)):
         batches = prepare_calibration_batches(opts.cal_data_file or None, opts.cal_image_dir or None,
                                               opts.batch_size, opts.batches,
                                               preprocess=partial(preprocess_file, input_chw=input_chw))
@@ -92,14 +94,11 @@ def export_detectnet_v2(opts: ExportOptions) -> dict[str, Any]:
                 raise UsageError("INT8 export needs calibration data: --cal_data_file, --cal_image_dir or "
                                  "-e <experiment spec> (its training data, without augmentation)")
             batches = _loader_batches(experiment, opts.batch_size, opts.batches)
-    qat_ranges = _qat_ranges(model) if opts.data_type == "int8" and _has_qat(model) and not opts.force_ptq else None
-    if qat_ranges is not None:
-        model = _float_model(model)
     cache = opts.cal_cache_file or (os.path.join(os.path.dirname(os.path.abspath(output)), "cal.bin")
                                     if opts.data_type == "int8" else None)
     report = export_model(model, output, INPUT_NAME, OUTPUT_NAMES, key=opts.key, data_type=opts.data_type,
                           calibration_batches=batches, cal_method=opts.cal_method, cal_cache_file=cache,
-                          trt_version=opts.trt_version, qat_ranges=qat_ranges, force_ptq=opts.force_ptq,
+                          trt_version=opts.trt_version, force_ptq=opts.force_ptq,
                           cal_json_file=opts.cal_json_file, max_batches=opts.batches,
                           opset=opts.opset, dynamic_batch=opts.static_batch_size <= 0,
                           static_batch_size=max(opts.static_batch_size, 1), overwrite=True)
@@ -134,26 +133,6 @@ def _loader_batches(loaded: Any, batch_size: int, batches: int) -> Any:
     ds = data.dataset("train", batch_size=batch_size, training=False, output="images", repeat=False,
                       shuffle=True).take(batches)
     return (np.asarray(b, np.float32) for b in ds.as_numpy_iterator())
-
-
-def _has_qat(model: Any) -> bool:
-    try:
-        from tltk.core.qat import is_quantized
-    except ImportError:
-        return False
-    return bool(is_quantized(model))
-
-
-def _qat_ranges(model: Any) -> Any:
-    from tltk.export.qat_export import qat_export_inputs
-
-    return qat_export_inputs(model)[1]
-
-
-def _float_model(model: Any) -> Any:
-    from tltk.export.qat_export import qat_export_inputs
-
-    return qat_export_inputs(model)[0]
 
 
 def _build_engine(opts: ExportOptions, onnx_path: str, report: dict[str, Any],

@@ -1,16 +1,14 @@
 """DetectNet_v2 inference speed on this machine: Keras vs ONNX Runtime FP32 vs ONNX Runtime INT8 (Q/DQ).
 
 Model: a resnet18 DetectNet_v2 (3 classes) from ``tltk.detectnet_v2.model.build_detectnet_v2_model``
-(random weights; speed does not depend on them) when that module is importable, else an
-equivalent resnet18-style conv stack built here (the output names which one ran).  Input
-3x544x960 NCHW, as TAO's sample specs.
+(random weights; speed does not depend on them).  Input 3x544x960 NCHW, as TAO's sample specs.
 
 For each backend the table shows:
 
 * ``b1 ms``: median latency of one image (batch 1);
 * ``b8 img/s``: throughput at batch 8 (images per second, median of the runs);
-* ``GFLOP/s``: the model's convolution FLOPs (2 x MACs of every Conv2D, counted from the Keras
-  layers) x images per second at batch 8;
+* ``GFLOP/s``: the model's convolution FLOPs (2 x the multiply-adds that
+  :func:`tltk.core.pruning.count_flops` counts) x images per second at batch 8;
 * ``% matmul``: that rate as a fraction of a large float32 NumPy matmul (4096x4096, 2n^3 FLOPs)
   timed in the same run, i.e. how much of this CPU's practical dense peak the backend reaches;
 * ``vs Keras``: throughput ratio against the Keras baseline (> 1: faster than Keras).
@@ -43,53 +41,23 @@ NUM_CLASSES = 3
 
 
 def build_model(height: int, width: int):  # noqa: ANN201 - keras.Model, imported lazily
-    """(model, description): tltk's resnet18 DetectNet_v2, or an equivalent stack built here."""
-    try:
-        from types import SimpleNamespace
+    """(model, description): tltk's resnet18 DetectNet_v2."""
+    from types import SimpleNamespace
 
-        from tltk.detectnet_v2.model import build_detectnet_v2_model
+    from tltk.detectnet_v2.model import build_detectnet_v2_model
 
-        config = SimpleNamespace(arch="resnet", num_layers=18, use_batch_norm=True, use_pooling=False,
-                                 all_projections=True, dropout_rate=0.0, freeze_blocks=[], freeze_bn=False,
-                                 objective_set=None, pretrained_model_file="")
-        return build_detectnet_v2_model(config, NUM_CLASSES, (3, height, width)), \
-            "tltk resnet18 DetectNet_v2 (build_detectnet_v2_model)"
-    except ImportError:
-        return _fallback_resnet18(height, width), "benchmark's own resnet18-style stack (tltk model not importable)"
-
-
-def _fallback_resnet18(height: int, width: int):  # noqa: ANN202
-    import keras
-
-    inp = keras.Input((3, height, width), name="input_1")
-    x = keras.layers.Permute((2, 3, 1))(inp)
-    x = keras.layers.Conv2D(64, 7, strides=2, padding="same")(x)
-    x = keras.layers.Activation("relu")(keras.layers.BatchNormalization()(x))
-    for filters, stride in ((64, 1), (128, 2), (256, 2), (512, 1)):
-        for block in range(2):
-            s = stride if block == 0 else 1
-            y = keras.layers.Conv2D(filters, 3, strides=s, padding="same")(x)
-            y = keras.layers.Activation("relu")(keras.layers.BatchNormalization()(y))
-            y = keras.layers.BatchNormalization()(keras.layers.Conv2D(filters, 3, padding="same")(y))
-            shortcut = keras.layers.BatchNormalization()(keras.layers.Conv2D(filters, 1, strides=s)(x))
-            x = keras.layers.Activation("relu")(keras.layers.Add()([y, shortcut]))
-    cov = keras.layers.Conv2D(NUM_CLASSES, 1, activation="sigmoid", name="output_cov")(x)
-    bbox = keras.layers.Conv2D(4 * NUM_CLASSES, 1, name="output_bbox")(x)
-    return keras.Model(inp, [keras.layers.Permute((3, 1, 2))(cov), keras.layers.Permute((3, 1, 2))(bbox)])
+    config = SimpleNamespace(arch="resnet", num_layers=18, use_batch_norm=True, use_pooling=False,
+                             all_projections=True, dropout_rate=0.0, freeze_blocks=[], freeze_bn=False,
+                             objective_set=None, pretrained_model_file="")
+    return build_detectnet_v2_model(config, NUM_CLASSES, (3, height, width)), \
+        "tltk resnet18 DetectNet_v2 (build_detectnet_v2_model)"
 
 
 def conv_flops(model) -> float:  # noqa: ANN001
-    """2 x multiply-accumulates of every Conv2D for one image."""
-    import keras
+    """FLOPs (2 x multiply-adds) of the convolutions for one image."""
+    from tltk.core.pruning import count_flops
 
-    total = 0.0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.Conv2D):
-            _, out_h, out_w, out_c = layer.output.shape
-            kh, kw = layer.kernel_size
-            in_c = layer.input.shape[-1]
-            total += 2.0 * out_h * out_w * out_c * kh * kw * in_c / layer.groups
-    return total
+    return 2.0 * float(count_flops(model) or 0)
 
 
 def matmul_gflops(n: int = 4096, runs: int = 3) -> float:

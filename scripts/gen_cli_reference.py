@@ -25,7 +25,8 @@ Usage: `tltk <model> <subtask> [OPTIONS]`. Subtask names accept `_` and `-`, and
 accepts both spellings (`--experiment_spec_file` == `--experiment-spec-file`). Every subtask also
 takes the global options `--log_file FILE`, `-v/--verbose` and `--json` (see
 `docs/exit_codes.md` for exit codes and the JSON error document). `-k/--key` can also be given
-through the `TLTK_KEY` environment variable.
+through the `TLTK_KEY` environment variable. TensorFlow's own C++ start-up lines (CUDA probing
+on machines without a GPU) are hidden unless `--verbose`; `--log_file` keeps them.
 """
 
 GLOBAL = {"--log_file", "--verbose", "--json"}

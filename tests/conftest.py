@@ -214,9 +214,9 @@ def detectnet_v2_toy(tmp_path_factory) -> dict:
     val_stems (the validation images' stems)."""
     from PIL import Image
 
-    from tltk.core.container import save_keras_model
     from tltk.detectnet_v2.dataset_convert import convert_dataset
     from tltk.detectnet_v2.export import ExportOptions, export_detectnet_v2
+    from tltk.modelfile.container import save_keras_model
     from tltk.spec import load_spec
 
     root = tmp_path_factory.mktemp("dnv2_toy")

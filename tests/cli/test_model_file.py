@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from tltk.cli.app import cli
-from tltk.core import container as c
-from tltk.export import legacy_codec as lc
+from tltk.modelfile import container as c
+from tltk.modelfile import legacy as lc
 
 FACIAL = "04_raokost__NvidiaFramework__faciallandmarks.etlt"
 LPD = "01_twlawrenceko__deepstream_lpr_gpio_app__usa_pruned.etlt"

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from tltk.cli.app import cli
-from tltk.core.container import load_keras_model, save_keras_model
 from tltk.detectnet_v2.model import HEAD_NAMES, build_detectnet_v2_model, build_or_load_detectnet_v2_model
+from tltk.modelfile.container import load_keras_model, save_keras_model
 
 KEY = "tltk-test-key"
 CLASSES = ["car", "pedestrian", "cyclist"]

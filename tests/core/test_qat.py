@@ -8,7 +8,6 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from tltk.core.container import load_keras_model, save_keras_model  # noqa: E402
 from tltk.core.qat import (  # noqa: E402
     FakeQuant,
     QuantizedConv2D,
@@ -22,6 +21,7 @@ from tltk.core.qat import (  # noqa: E402
     quantize_model,
     strip_quantization,
 )
+from tltk.modelfile.container import load_keras_model, save_keras_model  # noqa: E402
 
 # amax = 127 * 0.25, so the INT8 step is exactly 0.25 and every expected value below is exact.
 AMAX = 31.75

@@ -156,7 +156,7 @@ def test_cost_scaling_trains_and_grows_exponent(tmp_path):
 
 
 def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path):
-    from tltk.core.container import load_keras_model
+    from tltk.modelfile.container import load_keras_model
 
     out = str(tmp_path / "amp")
     report = train(ToyTask(num_cycles=2), out, use_amp=True)

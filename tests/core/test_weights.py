@@ -138,7 +138,7 @@ def test_nested_weight_paths_are_attributed_to_inner_layers(tmp_path):
 
 
 def test_keras3_files_and_tltk_container(tmp_path):
-    from tltk.core.container import save_keras_model
+    from tltk.modelfile.container import save_keras_model
 
     source = small_model()
     source.get_layer("conv1").kernel.assign(np.full((3, 3, 3, 4), 0.5, "float32"))

@@ -226,7 +226,7 @@ def test_resnet18_matches_a_real_tao_detectnet_v2_export(corpus_dir):
     """A TAO-exported resnet18 DetectNet_v2 (.etlt, UFF inside): same weight names, strides and padding."""
     import re
 
-    from tltk.export.legacy_codec import decode_legacy_file
+    from tltk.modelfile.legacy import decode_legacy_file
 
     path = corpus_dir / "etlt" / "03_ppi-ai__edgepipes__resnet18_detector.etlt"
     if not path.is_file():

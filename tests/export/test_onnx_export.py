@@ -109,7 +109,7 @@ def test_static_batch(model: keras.Model, tmp_path) -> None:
 
 
 def test_etlt_output_decodes_to_the_same_onnx(model: keras.Model, exported, tmp_path) -> None:
-    from tltk.export.legacy_codec import decode_legacy_file
+    from tltk.modelfile.legacy import decode_legacy_file
 
     onnx_path, _ = exported
     etlt = tmp_path / "model.etlt"

@@ -34,8 +34,8 @@ def _model() -> keras.Model:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from tltk.core.container import save_keras_model
     from tltk.export.onnx_export import export_keras_to_onnx
+    from tltk.modelfile.container import save_keras_model
 
     folder = tmp_path_factory.mktemp("backends")
     model = _model()

@@ -97,8 +97,8 @@ def run_converter(model: str, input_file: str, key: str | None = None, input_dim
     """
     import logging
 
-    from tltk.core.container import atomic_write_bytes
     from tltk.errors import InvalidInputError, ModelFileError, UsageError
+    from tltk.fileio import atomic_write_bytes
     from tltk.tensorrt.availability import require_tensorrt
     from tltk.tensorrt.converter_args import settings_from_flags, trtexec_command
 
@@ -115,7 +115,7 @@ def run_converter(model: str, input_file: str, key: str | None = None, input_dim
     if extension == ".etlt":
         if not key:
             raise UsageError(f"-k: {input_file} is encrypted; give the key it was exported with (-k KEY or TLTK_KEY)")
-        from tltk.export.legacy_codec import PAYLOAD_EXTENSIONS, decode_legacy_file
+        from tltk.modelfile.legacy import PAYLOAD_EXTENSIONS, decode_legacy_file
 
         payload = decode_legacy_file(input_file, key, layout="etlt")
         if payload.kind not in ("onnx", "uff"):

@@ -72,13 +72,9 @@ def _next_step(kind: str, output: str) -> str:
 @click.option("--force", is_flag=True, default=False, help="Overwrite OUTPUT if it exists.")
 def decode(input_file: str, key: str | None, output: str, force: bool) -> CommandResult:
     """Decode a legacy TAO model file (see the command help)."""
-    from tltk.core.container import (
-        atomic_write_bytes,
-        find_keras_member,
-        load_any_model_file,
-        read_model_bytes,
-        sniff_model_file,
-    )
+    from tltk.fileio import atomic_write_bytes
+    from tltk.modelfile.container import find_keras_member, load_any_model_file, sniff_model_file
+    from tltk.modelfile.reading import read_model_bytes
 
     data = read_model_bytes(input_file)
     found = sniff_model_file(data)
@@ -272,8 +268,9 @@ def _echo_report(report: dict[str, Any]) -> None:
 @key_option()
 def inspect(model_file: str, key: str | None) -> CommandResult:
     """Describe a model file (see the command help)."""
-    from tltk.core.container import container_info, read_container, read_model_bytes, sniff_model_file
-    from tltk.export.legacy_codec import decode_legacy, find_published_key
+    from tltk.modelfile.container import container_info, read_container, sniff_model_file
+    from tltk.modelfile.legacy import decode_legacy, find_published_key
+    from tltk.modelfile.reading import read_model_bytes
 
     data = read_model_bytes(model_file)
     found = sniff_model_file(data)

@@ -3,7 +3,7 @@
 ``tltk detectnet_v2 prune -m MODEL -o OUTPUT [-k KEY] [-n max|L2] [-eq CRITERION] [-pg GRANULARITY]
 [-pth THRESHOLD] [-nf MIN_FILTERS] [-el LAYER ...]`` (TAO's flags; ``-pm`` is accepted for ``-m``).
 
-The model is loaded from any file ``tltk.core.container.load_keras_model`` reads, pruned by
+The model is loaded from any file ``tltk.modelfile.container.load_keras_model`` reads, pruned by
 ``tltk.core.pruning.prune_model`` with the ``output_cov``/``output_bbox`` heads protected, and
 written atomically as a tltk ``.tlt`` (sealed with the same key when one is given) that keeps the
 input's metadata plus a ``pruned`` entry.  Retrain it with ``model_config { pretrained_model_file:
@@ -98,10 +98,10 @@ def _output_path(output_file: str, model: str) -> str:
 
 def _prune(model_path: str, output: str, key: str | None, options: Any) -> Any:
     """Load, check that it is a DetectNet_v2 model, prune with the heads protected, save."""
-    from tltk.core.container import load_keras_model, save_keras_model
     from tltk.core.pruning import prune_model
     from tltk.detectnet_v2.model import HEAD_NAMES, INPUT_NAME
     from tltk.errors import InvalidInputError
+    from tltk.modelfile.container import load_keras_model, save_keras_model
 
     model, info = load_keras_model(model_path, key)
     kind = info.get("model_kind")

@@ -13,11 +13,12 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from tltk.fileio import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,7 @@ def save_checkpoint(results_dir: str, cycle: int, step: int, network: Any, optim
     base = checkpoint_dir(results_dir)
     os.makedirs(base, exist_ok=True)
     final = os.path.join(base, f"{cycle_name}-{cycle:04d}")
-    tmp = tempfile.mkdtemp(prefix=f".{cycle_name}-{cycle:04d}.", suffix=".partial", dir=base)
-    try:
+    with atomic_output(final, directory=True) as tmp:
         network.save_weights(os.path.join(tmp, WEIGHTS_FILE))
         opt_vars = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
         np.savez(os.path.join(tmp, OPTIMIZER_FILE), **opt_vars)
@@ -80,12 +80,6 @@ def save_checkpoint(results_dir: str, cycle: int, step: int, network: Any, optim
             json.dump(state, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if keep is not None:
         for old in list_checkpoints(results_dir)[:-keep]:
             shutil.rmtree(old.path, ignore_errors=True)

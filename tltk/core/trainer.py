@@ -164,7 +164,7 @@ def train(task: Task, results_dir: str, model_name: str = "model", key: str | No
     Returns:
         A :class:`TrainReport`.
     """
-    from tltk.core.container import save_keras_model
+    from tltk.modelfile.container import save_keras_model
 
     started = time.monotonic()
     os.makedirs(results_dir, exist_ok=True)

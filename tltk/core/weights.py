@@ -7,7 +7,7 @@
   writes as trained/pruned ``.hdf5``;
 * Keras 3 ``.keras`` archives and ``.weights.h5`` files;
 * tltk ``.tlt`` containers (sealed with a key or not) and legacy TAO ``.tlt`` files (with the key),
-  through ``tltk.core.container``.
+  through ``tltk.modelfile.container``.
 
 A layer is *loaded* when the source has a layer of the same name whose weights have the same
 count and shapes; *skipped* when the source has no such layer; *mismatched* when the shapes or the
@@ -248,7 +248,7 @@ def read_source_weights(path: str | os.PathLike[str], key: str | None = None) ->
         WrongKeyError: the file is encrypted and the key is missing or wrong.
         ModelFileError: damaged file or a kind without Keras weights (ONNX, UFF...).
     """
-    from tltk.core.container import find_keras_member, load_any_model_file, load_keras_model
+    from tltk.modelfile.container import find_keras_member, load_any_model_file, load_keras_model
 
     source = os.fspath(path)
     kind, content, info = load_any_model_file(source, key)
@@ -383,7 +383,7 @@ def load_model_graph(
         InvalidInputError, WrongKeyError, ModelFileError: missing, encrypted without the right key,
             damaged, weights-only, or not rebuildable by Keras.
     """
-    from tltk.core.container import load_keras_model
+    from tltk.modelfile.container import load_keras_model
 
     model, _ = load_keras_model(path, key, custom_objects=custom_objects)
     return model

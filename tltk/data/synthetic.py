@@ -42,6 +42,7 @@ import numpy as np
 
 from tltk import console
 from tltk.errors import UsageError
+from tltk.fileio import atomic_write_text
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -753,10 +754,7 @@ def _num_shards(num_images: int) -> int:
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def kitti_convert_spec(val_fraction: float, num_shards: int) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tltk.errors import InvalidInputError
+from tltk.fileio import temporary_name
 
 __all__ = ["ARRAY_KEY", "record_name", "TensorFileWriter", "read_tensorfile", "count_batches"]
 
@@ -78,7 +79,7 @@ class TensorFileWriter:
                                     hint="choose another -o path, delete the file, or pass --force")
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
-        self._temp = os.path.join(folder, f".{os.path.basename(self.path)}.tltk-partial")
+        self._temp = temporary_name(self.path, ".tltk-partial")
         self._file: Any = h5py.File(self._temp, "w")
         self._enforce = enforce_same_shape
         self._shape: tuple[int, ...] | None = None

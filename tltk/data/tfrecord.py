@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tltk.fileio import temporary_name
+
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
@@ -303,11 +305,6 @@ def shard_filename(prefix: str, partition: int, num_partitions: int, shard: int,
     return name
 
 
-def _partial_name(path: str) -> str:
-    folder, base = os.path.split(path)
-    return os.path.join(folder, f".{base}.tltk-partial")
-
-
 class ShardSetWriter:
     """Writes a set of TFRecord shards so that none looks finished until all are.
 
@@ -338,7 +335,7 @@ class ShardSetWriter:
         self.close_current()
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        temp = _partial_name(path)
+        temp = temporary_name(path, ".tltk-partial")
         self._writer = tf.io.TFRecordWriter(temp)
         self._pending.append((temp, path))
         return self._writer

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from tltk.core.container import atomic_write_bytes
 from tltk.errors import UsageError
+from tltk.fileio import atomic_write_bytes
 
 BACKGROUND_LABEL = "BG"
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from tltk.core.container import atomic_write_bytes
 from tltk.errors import UsageError
+from tltk.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

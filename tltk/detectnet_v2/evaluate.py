@@ -293,7 +293,7 @@ def write_report(report: EvaluationReport, results_dir: str) -> dict[str, str]:
     Returns:
         ``{"report": path, "pr_curves": path}``.
     """
-    from tltk.core.container import atomic_write_bytes
+    from tltk.fileio import atomic_write_bytes
     from tltk.viz.plots import plot_pr_curves
 
     os.makedirs(results_dir, exist_ok=True)
@@ -305,7 +305,7 @@ def write_report(report: EvaluationReport, results_dir: str) -> dict[str, str]:
 
 def _saved_cost_state(model: str, key: str | None) -> dict[str, Any] | None:
     """The objective weights a tltk ``.tlt`` was trained to (None for other files)."""
-    from tltk.core.container import container_info, read_metadata
+    from tltk.modelfile.container import container_info, read_metadata
 
     if container_info(model) is None:
         return None

@@ -66,10 +66,10 @@ def export_detectnet_v2(opts: ExportOptions) -> dict[str, Any]:
         The JSON report: ``onnx`` (path, names, parity), ``data_type`` and the INT8, engine and
         DeepStream outputs when produced.
     """
-    from tltk.core.container import load_keras_model
     from tltk.core.qat import is_quantized
     from tltk.data.images import preprocess_file
     from tltk.export.pipeline import export_model, prepare_calibration_batches
+    from tltk.modelfile.container import load_keras_model
 
     if opts.data_type not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--data_type must be fp32, fp16 or int8, not {opts.data_type!r}")

@@ -312,8 +312,8 @@ def open_detector(model_path: str | os.PathLike[str], key: str | None = None, fr
     if not os.path.isfile(path):
         raise InvalidInputError(f"{path}: no such model file", hint="check -m/--model or the spec's model path")
     if kind == "keras":
-        from tltk.core.container import load_keras_model
         from tltk.export.onnx_export import resolve_output_names
+        from tltk.modelfile.container import load_keras_model
 
         model, _ = load_keras_model(path, key)
         shape = tuple(model.inputs[0].shape[1:])

@@ -35,8 +35,8 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from tltk.core.container import atomic_write_bytes
 from tltk.errors import InvalidInputError, UsageError
+from tltk.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

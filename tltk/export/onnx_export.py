@@ -9,7 +9,7 @@ model is checked with ``onnx.checker`` and written atomically (temporary file, f
 
 An output path ending in ``.etlt`` writes the legacy TAO container instead: the ONNX bytes
 encrypted with the user's key behind a zero-length input-name header (see
-:mod:`tltk.export.legacy_codec`).
+:mod:`tltk.modelfile.legacy`).
 
 Every export ends with a parity check: ONNX Runtime and Keras run the same inputs and the largest
 absolute difference per output is reported (:func:`parity_check`).
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tltk.core.container import atomic_write_bytes
 from tltk.errors import InvalidInputError, UsageError
+from tltk.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import keras
@@ -191,7 +191,7 @@ def export_keras_to_onnx(
                                   static_batch_size=static_batch_size)
     payload = proto.SerializeToString()
     if container == "etlt":
-        from tltk.export.legacy_codec import encode_etlt
+        from tltk.modelfile.legacy import encode_etlt
 
         atomic_write_bytes(out, encode_etlt(payload, str(key), input_name=""))
     else:
@@ -434,7 +434,7 @@ def load_onnx_bytes(source: str | os.PathLike[str] | bytes, key: str | None = No
     """
     if isinstance(source, (bytes, bytearray)):
         return bytes(source)
-    from tltk.core.container import load_any_model_file
+    from tltk.modelfile.container import load_any_model_file
 
     path = os.fspath(source)
     if path.lower().endswith(".etlt") and not key:

@@ -133,7 +133,7 @@ class KerasBackend(InferenceBackend):
     """Run a Keras model (tltk ``.tlt`` container, ``.keras``, Keras HDF5, legacy TAO ``.tlt``).
 
     Args:
-        path: the model file (loaded with :func:`tltk.core.container.load_keras_model`), or None
+        path: the model file (loaded with :func:`tltk.modelfile.container.load_keras_model`), or None
             when ``model`` is given.
         key: key for sealed/legacy files.
         output_names: Keras output name or layer name -> TAO name (as for the exporter), or the
@@ -156,7 +156,7 @@ class KerasBackend(InferenceBackend):
         if model is None:
             if path is None:
                 raise InvalidInputError("KerasBackend needs a model file or a model")
-            from tltk.core.container import load_keras_model
+            from tltk.modelfile.container import load_keras_model
 
             model, _ = load_keras_model(source, key, custom_objects=custom_objects)
         if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:

@@ -9,7 +9,6 @@ setting ``validation_fold`` would select that oneof branch).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -87,20 +86,11 @@ def write_resolved_spec(message: Message, path: str | os.PathLike[str], header: 
         header: optional comment placed at the top (defaults to a note naming tltk).
     """
     from tltk import __version__
+    from tltk.fileio import atomic_write_text
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     text = resolved_text(message, header if header is not None else
                          f"Resolved {message.DESCRIPTOR.full_name} spec written by tltk {__version__}.\n"
                          "Every default is filled in; edit and pass it back with -e.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(target, text)

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tltk.core.container import atomic_write_bytes
 from tltk.errors import InvalidInputError, ModelFileError, TltkError, UsageError
+from tltk.fileio import atomic_write_bytes
 from tltk.tensorrt.availability import parse_version, require_tensorrt
 from tltk.tensorrt.converter_args import BuildSettings, PrecisionPlan, precision_plan, trtexec_command
 from tltk.tensorrt.profiles import InputProfile, batch_profile, check_profile_matches

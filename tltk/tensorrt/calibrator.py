@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from tltk.core.container import atomic_write_bytes
 from tltk.errors import InvalidInputError, UsageError
+from tltk.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tltk.errors import InvalidInputError
+from tltk.fileio import atomic_output
 
 
 def _pyplot() -> Any:
@@ -25,9 +26,8 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp" + out.suffix)
-    fig.savefig(tmp, dpi=100, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
-    os.replace(tmp, out)
+    with atomic_output(out, suffix=".tmp" + out.suffix) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
     return out
 
 

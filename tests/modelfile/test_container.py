@@ -12,9 +12,9 @@ import zlib
 import numpy as np
 import pytest
 
-from tltk.core import container as c
 from tltk.errors import ModelFileError, WrongKeyError
-from tltk.export import legacy_codec as lc
+from tltk.modelfile import container as c
+from tltk.modelfile import legacy as lc
 
 MEMBERS = {"model.keras": b"PK\x03\x04 not really a keras file " + bytes(range(256)) * 4,
            "extra/labels.txt": b"car\npedestrian\n"}
@@ -83,7 +83,7 @@ def test_empty_key_means_unsealed(tmp_path):
 
 
 def test_key_for_an_unsealed_file_is_ignored_with_a_warning(unsealed, caplog):
-    with caplog.at_level(logging.WARNING, logger="tltk.core.container"):
+    with caplog.at_level(logging.WARNING, logger="tltk.modelfile.container"):
         members, _ = c.read_container(unsealed, "anything")
     assert members == MEMBERS
     assert "not encrypted" in caplog.text

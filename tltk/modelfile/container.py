@@ -40,13 +40,15 @@ import logging
 import os
 import struct
 import tempfile
-import uuid
 import zipfile
 import zlib
 from typing import TYPE_CHECKING, Any
 
 from tltk import __version__
-from tltk.errors import InvalidInputError, ModelFileError, WrongKeyError
+from tltk.errors import ModelFileError, WrongKeyError
+from tltk.fileio import atomic_write_bytes
+from tltk.modelfile.legacy import USUAL_KEYS, decode_legacy, find_published_key, sniff_payload
+from tltk.modelfile.reading import read_model_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -70,52 +72,6 @@ HEADER_BYTES = _HEAD.size + _CRC.size
 _TAG_BYTES = 16
 _KEY_CHECK_LABEL = b"tltk key check"
 _NOT_ENCRYPTED_HINT = "pass -k/--key or set TLTK_KEY"
-
-
-# ---- atomic writes -----------------------------------------------------------------------------
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a file so that it is either complete or absent, never half written.
-
-    The bytes go to a temporary file in the same folder, which is flushed, fsync'ed and then
-    renamed over ``path``; on any failure the temporary file is removed and an existing ``path``
-    is left untouched.
-
-    Args:
-        path: destination file; its folder is created when missing.
-        data: the complete file content.
-    """
-    target = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(target))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: str) -> None:
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 # ---- sealing -----------------------------------------------------------------------------------
@@ -299,30 +255,6 @@ def _parse_zip(data: bytes, source: str) -> tuple[dict[str, bytes], dict[str, An
             KeyError, NotImplementedError) as exc:
         raise _damaged_zip(source, exc) from None
     return members, meta
-
-
-def read_model_bytes(path: str | os.PathLike[str]) -> bytes:
-    """Read a whole model file, turning OS errors into messages that name the file.
-
-    Args:
-        path: the file.
-
-    Returns:
-        Its bytes.
-
-    Raises:
-        InvalidInputError: the file does not exist, is a folder, or cannot be read.
-    """
-    source = os.fspath(path)
-    try:
-        with open(source, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        raise InvalidInputError(f"{source}: no such model file") from None
-    except IsADirectoryError:
-        raise InvalidInputError(f"{source}: is a folder, expected a model file") from None
-    except OSError as exc:
-        raise InvalidInputError(f"{source}: cannot be read ({exc.strerror or exc})") from None
 
 
 def _read_bytes(path: str | os.PathLike[str]) -> tuple[bytes, str]:
@@ -562,7 +494,6 @@ def sniff_model_file(data: bytes) -> str:
         zip, e.g. a TAO 5 MaskRCNN checkpoint), ``"damaged-zip"`` (starts like a zip but does
         not open), ``"empty"``, or ``"unknown"`` (possibly a legacy TAO file, which needs a key).
     """
-    from tltk.export.legacy_codec import sniff_payload
 
     if not data:
         return "empty"
@@ -605,7 +536,6 @@ def load_any_model_file(path: str | os.PathLike[str], key: str | None = None
         ModelFileError: the file is empty, truncated or damaged.
         InvalidInputError: the file does not exist or cannot be read.
     """
-    from tltk.export.legacy_codec import USUAL_KEYS, decode_legacy, find_published_key
 
     data, source = _read_bytes(path)
     kind = sniff_model_file(data)

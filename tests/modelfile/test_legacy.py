@@ -13,7 +13,7 @@ import zipfile
 import pytest
 
 from tltk.errors import ModelFileError, WrongKeyError
-from tltk.export import legacy_codec as lc
+from tltk.modelfile import legacy as lc
 
 VECTOR_NONCE = bytes(range(16))
 VECTOR_PLAINTEXT = b"tltk etlt test vector: 0123456789abcdef"
@@ -277,7 +277,7 @@ def test_codec_does_not_import_tensorflow(corpus_dir):
     path = corpus_dir / "etlt" / "05_raokost__NvidiaFramework__heartrate.etlt"
     code = (
         "import sys\n"
-        "from tltk.export.legacy_codec import decode_legacy_file\n"
+        "from tltk.modelfile.legacy import decode_legacy_file\n"
         f"r = decode_legacy_file({str(path)!r}, 'nvidia_tlt')\n"
         "assert r.kind == 'onnx'\n"
         "print('TF' if any(m in sys.modules for m in ('tensorflow', 'keras')) else 'CLEAN')\n"

@@ -33,6 +33,8 @@ import zipfile
 from dataclasses import dataclass
 
 from tltk.errors import InvalidInputError, ModelFileError, WrongKeyError
+from tltk.fileio import atomic_write_bytes
+from tltk.modelfile.reading import read_model_bytes
 
 log = logging.getLogger(__name__)
 
@@ -386,8 +388,6 @@ def decode_legacy_file(path: str | os.PathLike[str], key: str, layout: str = "au
         InvalidInputError: the file does not exist or cannot be read.
         ModelFileError, WrongKeyError: see :func:`decode_legacy`.
     """
-    from tltk.core.container import read_model_bytes
-
     source = os.fspath(path)
     return decode_legacy(read_model_bytes(source), key, source=source, layout=layout)
 
@@ -403,8 +403,6 @@ def write_etlt(path: str | os.PathLike[str], payload: bytes, key: str, input_nam
         input_name: header input name (``""`` for ONNX).
         nonce: 16-byte nonce, random when omitted.
     """
-    from tltk.core.container import atomic_write_bytes
-
     atomic_write_bytes(path, encode_etlt(payload, key, input_name, nonce))
 
 
@@ -417,8 +415,6 @@ def write_legacy_tlt(path: str | os.PathLike[str], payload: bytes, key: str, non
         key: the key string.
         nonce: 16-byte nonce, random when omitted.
     """
-    from tltk.core.container import atomic_write_bytes
-
     atomic_write_bytes(path, encode_tlt(payload, key, nonce))
 
 

@@ -1,0 +1,104 @@
+"""Atomic file output: a file with its final name is always complete.
+
+Every writer in tltk that produces a file a user (or a later run) reads goes through this
+module: whole-buffer writes use :func:`atomic_write_bytes`/:func:`atomic_write_text`, streamed
+writes (TFRecord shards, TensorFiles, checkpoint folders) use :func:`atomic_output`, which hands
+out a temporary path in the destination folder and renames it over the final name only when
+the block finishes without an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output", "temporary_name", "fsync_folder"]
+
+
+def temporary_name(path: str | os.PathLike[str], suffix: str = ".tmp") -> str:
+    """A hidden, unique sibling of ``path`` (same folder, so the final rename is atomic)."""
+    target = os.path.abspath(os.fspath(path))
+    folder, base = os.path.split(target)
+    return os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries to disk (best effort; some file systems refuse)."""
+    try:
+        dfd = os.open(os.fspath(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], directory: bool = False, suffix: str = ".partial") -> Iterator[str]:
+    """Yield a temporary path to write; rename it to ``path`` when the block succeeds.
+
+    On an exception (including ``KeyboardInterrupt``) the temporary file or folder is removed
+    and an existing ``path`` is left untouched.  A kill leaves at most a hidden ``.partial``
+    sibling, never a file with the final name.
+
+    Args:
+        path: the final file (or folder when ``directory``); its parent is created.
+        directory: hand out an (already created) temporary folder instead of a file path.
+        suffix: suffix of the temporary name.
+
+    Yields:
+        The temporary path (same folder as ``path``).
+    """
+    target = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    tmp = temporary_name(target, suffix)
+    if directory:
+        os.makedirs(tmp)
+    try:
+        yield tmp
+        if directory and os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        _remove(tmp)
+        raise
+    fsync_folder(folder)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a file so that it is either complete or absent, never half written.
+
+    The bytes go to a temporary file in the same folder, which is flushed, fsync'ed and then
+    renamed over ``path``; on any failure the temporary file is removed and an existing ``path``
+    is left untouched.
+
+    Args:
+        path: destination file; its folder is created when missing.
+        data: the complete file content.
+    """
+    with atomic_output(path, suffix=".tmp") as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """:func:`atomic_write_bytes` for text (``encoding``, newlines written as given)."""
+    atomic_write_bytes(path, text.encode(encoding))

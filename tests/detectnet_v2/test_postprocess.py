@@ -13,18 +13,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tltk.boxes.numpy_ops import clip_boxes, dbscan_iou_matrix, greedy_nms, inclusive_iou
 from tltk.detectnet_v2.postprocess import (
     DBSCAN_BACKENDS,
     ClusteringParams,
     Detection,
-    clip_boxes,
     cluster_candidates,
-    dbscan_iou_matrix,
     dbscan_labels,
     decode_grids,
     encode_boxes,
-    greedy_nms,
-    nms_iou_matrix,
     params_from_bbox_handler_config,
     params_from_postprocessing_config,
     postprocess,
@@ -130,7 +127,8 @@ def test_dbscan_iou_is_continuous_with_001_in_the_union() -> None:
 def test_nms_iou_uses_inclusive_pixels() -> None:
     # (0,0,9,9) and (0,0,9,4): areas 10*10 = 100 and 10*5 = 50, intersection 50 -> 50/100 = 0.5
     # (continuous coordinates would give 36/81 = 0.444).
-    iou = nms_iou_matrix(np.array([[0, 0, 9, 9], [0, 0, 9, 4]], float))
+    b = np.array([[0, 0, 9, 9], [0, 0, 9, 4]], float)
+    iou = inclusive_iou(b, b)
     assert iou[0, 1] == pytest.approx(0.5)
 
 
@@ -292,18 +290,18 @@ def test_greedy_nms_keeps_highest_and_suppresses_above_threshold() -> None:
     boxes = np.array([[0, 0, 9, 4], [20, 20, 29, 29], [0, 0, 9, 9], [0, 0, 9, 9]], float)
     scores = np.array([0.8, 0.7, 0.9, 0.05])
     # Nt 0.5: 0.5 is not > 0.5, Q survives.  Order: P (idx 2), Q (0), R (1).
-    assert greedy_nms(boxes, scores, 0.5, 0.1).tolist() == [2, 0, 1]
+    assert greedy_nms(boxes, scores, 0.5, 0.1, inclusive=True).tolist() == [2, 0, 1]
     # Nt 0.45: inclusive IoU 0.5 > 0.45 suppresses Q (continuous IoU 0.444 would not).
-    assert greedy_nms(boxes, scores, 0.45, 0.1).tolist() == [2, 1]
+    assert greedy_nms(boxes, scores, 0.45, 0.1, inclusive=True).tolist() == [2, 1]
     # Score threshold is strict: 0.7 is not > 0.7.
-    assert greedy_nms(boxes, scores, 0.45, 0.7).tolist() == [2]
+    assert greedy_nms(boxes, scores, 0.45, 0.7, inclusive=True).tolist() == [2]
 
 
 def test_greedy_nms_suppressed_box_does_not_suppress() -> None:
     # P (0,0,9,9) 0.9, Q (5,0,14,9) 0.8, R (10,0,19,9) 0.7.  Inclusive IoU(P,Q) = 50/150 = 1/3,
     # IoU(Q,R) = 1/3, IoU(P,R) = 0.  Nt 0.3: P suppresses Q; R survives (Q is gone).
     boxes = np.array([[0, 0, 9, 9], [5, 0, 14, 9], [10, 0, 19, 9]], float)
-    assert greedy_nms(boxes, np.array([0.9, 0.8, 0.7]), 0.3, 0.1).tolist() == [0, 2]
+    assert greedy_nms(boxes, np.array([0.9, 0.8, 0.7]), 0.3, 0.1, inclusive=True).tolist() == [0, 2]
 
 
 def _reference_swap_nms(boxes: np.ndarray, scores: np.ndarray, nt: float, threshold: float) -> set[int]:
@@ -318,7 +316,7 @@ def _reference_swap_nms(boxes: np.ndarray, scores: np.ndarray, nt: float, thresh
             for arr in (boxes, scores, idx):
                 arr[[i, m]] = arr[[m, i]]
         for j in range(i + 1, len(scores)):
-            if nms_iou_matrix(boxes[[i, j]])[0, 1] > nt:
+            if inclusive_iou(boxes[[i]], boxes[[j]])[0, 0] > nt:
                 scores[j] = 0.0
     return {int(k) for k in idx[scores > threshold]}
 
@@ -331,7 +329,8 @@ def test_greedy_nms_matches_the_swap_formulation() -> None:
         boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (k, 2))], axis=1)
         scores = rng.permutation(np.linspace(0.02, 0.98, k))  # distinct scores
         nt, thr = float(rng.choice([0.1, 0.3, 0.5])), float(rng.choice([0.1, 0.4]))
-        assert set(greedy_nms(boxes, scores, nt, thr).tolist()) == _reference_swap_nms(boxes, scores, nt, thr)
+        kept = greedy_nms(boxes, scores, nt, thr, inclusive=True)
+        assert set(kept.tolist()) == _reference_swap_nms(boxes, scores, nt, thr)
 
 
 def test_nms_mode_uses_raw_coverage_and_ignores_min_height() -> None:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tltk.boxes.numpy_ops import inclusive_iou
 from tltk.errors import InvalidInputError, SpecError
 from tltk.metrics.detection_ap import (
     SAMPLE_RECALL_LEVELS,
@@ -18,7 +19,6 @@ from tltk.metrics.detection_ap import (
     average_precision,
     compute_ap,
     format_ap_table,
-    inclusive_iou,
 )
 
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from tltk.boxes.numpy_ops import clip_boxes, dbscan_iou_matrix, greedy_nms
 from tltk.errors import InvalidInputError, SpecError
 
 logger = logging.getLogger(__name__)
@@ -69,9 +70,6 @@ DEFAULT_NMS_IOU_THRESHOLD = 0.3
 
 DEFAULT_NMS_CONFIDENCE_THRESHOLD = 0.1
 """``nms_confidence_threshold`` used when a spec leaves it at 0 (TAO inference behaviour)."""
-
-DBSCAN_IOU_EPSILON = 0.01
-"""Added to the union in DBSCAN's IoU (TAO's inference path), so empty boxes give IoU 0, not NaN."""
 
 DBSCAN_EPS_EPSILON = 1e-12
 """Added to ``dbscan_eps`` (TAO does the same; it also keeps scikit-learn's ``eps > 0`` rule)."""
@@ -499,97 +497,7 @@ def _check_shapes(cov: np.ndarray, bbox: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# IoU and clustering primitives
-
-
-def dbscan_iou_matrix(boxes: np.ndarray) -> np.ndarray:
-    """Pairwise IoU as TAO's DBSCAN uses it: continuous coordinates, ``inter / (union + 0.01)``.
-
-    Args:
-        boxes: (K, 4) ``x1, y1, x2, y2`` in pixels.
-
-    Returns:
-        (K, K) float64 IoU matrix (the diagonal is slightly below 1).
-    """
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    x1, y1, x2, y2 = (np.ascontiguousarray(b[:, k]) for k in range(4))
-    # Same operations and order as TAO's formula, computed in place to keep it fast.
-    inter = np.minimum.outer(x2, x2)
-    inter -= np.maximum.outer(x1, x1)
-    np.maximum(inter, 0.0, out=inter)
-    ih = np.minimum.outer(y2, y2)
-    ih -= np.maximum.outer(y1, y1)
-    np.maximum(ih, 0.0, out=ih)
-    inter *= ih
-    area = (x2 - x1) * (y2 - y1)
-    union = np.add.outer(area, area, out=ih)
-    union -= inter
-    union += DBSCAN_IOU_EPSILON
-    inter /= union
-    return inter
-
-
-def nms_iou_matrix(boxes: np.ndarray) -> np.ndarray:
-    """Pairwise IoU as TAO's NMS uses it: the inclusive-pixel convention (+1 on each side).
-
-    Args:
-        boxes: (K, 4) ``x1, y1, x2, y2`` in pixels.
-
-    Returns:
-        (K, K) float64 IoU matrix; pairs with an empty union give 0.
-    """
-    b = np.asarray(boxes, dtype=np.float64)
-    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    iw = np.maximum(0.0, np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]) + 1.0)
-    ih = np.maximum(0.0, np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]) + 1.0)
-    inter = iw * ih
-    area = (x2 - x1 + 1.0) * (y2 - y1 + 1.0)
-    union = area[:, None] + area[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / union
-    return np.where(np.isfinite(iou), iou, 0.0)
-
-
-def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, score_threshold: float) -> np.ndarray:
-    """Greedy NMS ("method 4" of TAO): highest score first, suppress IoU > threshold.
-
-    Only boxes with ``score > score_threshold`` survive; a box at or below the threshold can
-    only suppress lower-scoring boxes, which would be dropped anyway, so those boxes are
-    removed before suppression.  Ties in score keep the input order.
-
-    Args:
-        boxes: (K, 4) ``x1, y1, x2, y2`` in pixels.
-        scores: (K,) scores (coverages).
-        iou_threshold: a box is suppressed when its inclusive-pixel IoU with a kept,
-            higher-scoring box is strictly greater than this.
-        score_threshold: boxes must score strictly above this.
-
-    Returns:
-        (M,) int64 indices into ``boxes`` of the kept boxes, in descending score order.
-    """
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    candidates = np.flatnonzero(scores > score_threshold)
-    if candidates.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = candidates[np.argsort(-scores[candidates], kind="stable")]
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[order]
-    x1, y1, x2, y2 = (np.ascontiguousarray(b[:, k]) for k in range(4))
-    area = (x2 - x1 + 1.0) * (y2 - y1 + 1.0)
-    remaining = np.arange(order.size)
-    keep: list[int] = []
-    # One iteration per kept box: its IoU with the boxes still in play, then drop the overlaps.
-    # (A NaN IoU from an empty union does not suppress, as in TAO.)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        while remaining.size:
-            i = int(remaining[0])
-            keep.append(i)
-            rest = remaining[1:]
-            iw = np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1.0
-            ih = np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1.0
-            inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
-            iou = inter / (area[i] + area[rest] - inter)
-            remaining = rest[~(iou > iou_threshold)]
-    return order[np.asarray(keep, dtype=np.int64)].astype(np.int64)
+# Clustering primitives (box IoU and NMS live in tltk.boxes.numpy_ops)
 
 
 DBSCAN_BACKENDS: tuple[str, ...] = ("numpy", "sklearn")
@@ -717,7 +625,7 @@ def cluster_candidates(boxes: np.ndarray, coverages: np.ndarray, params: Cluster
     if coverages.size == 0:
         return _empty_output()
     if params.algorithm == "NMS":
-        keep = greedy_nms(boxes, coverages, params.nms_iou_threshold, params.nms_confidence_threshold)
+        keep = greedy_nms(boxes, coverages, params.nms_iou_threshold, params.nms_confidence_threshold, inclusive=True)
         return ClusterOutput(boxes[keep], coverages[keep], np.ones(keep.size, dtype=np.int64), coverages[keep])
     clusters, labels, kept = _cluster_dbscan(boxes, coverages, params, dbscan_backend)
     if params.algorithm == "DBSCAN":
@@ -730,7 +638,8 @@ def cluster_candidates(boxes: np.ndarray, coverages: np.ndarray, params: Cluster
     cells = np.flatnonzero(cell_in_kept)
     cells = cells[np.argsort(labels[cells], kind="stable")]
     sub_boxes, sub_cov = boxes[cells], coverages[cells]
-    keep = greedy_nms(sub_boxes, sub_cov, params.nms_iou_threshold, params.nms_confidence_threshold)
+    keep = greedy_nms(sub_boxes, sub_cov, params.nms_iou_threshold, params.nms_confidence_threshold,
+                      inclusive=True)
     return ClusterOutput(sub_boxes[keep], sub_cov[keep], np.ones(keep.size, dtype=np.int64), sub_cov[keep])
 
 
@@ -806,32 +715,11 @@ def postprocess(cov: np.ndarray, bbox: np.ndarray, class_names: Sequence[str],
     return results
 
 
-def clip_boxes(boxes: np.ndarray, image_size: tuple[float, float]) -> np.ndarray:
-    """Clip boxes to a frame the way TAO does before writing outputs.
-
-    ``x1`` to ``[0, W]``, ``y1`` to ``[0, H]``, ``x2`` to ``[x1, W]``, ``y2`` to ``[y1, H]``.
-
-    Args:
-        boxes: (M, 4) ``x1, y1, x2, y2`` in pixels.
-        image_size: ``(width, height)`` of the frame in pixels.
-
-    Returns:
-        (M, 4) float64 clipped boxes (a new array).
-    """
-    w, h = float(image_size[0]), float(image_size[1])
-    b = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    b[:, 0] = np.clip(b[:, 0], 0.0, w)
-    b[:, 1] = np.clip(b[:, 1], 0.0, h)
-    b[:, 2] = np.maximum(np.minimum(b[:, 2], w), b[:, 0])
-    b[:, 3] = np.maximum(np.minimum(b[:, 3], h), b[:, 1])
-    return b
-
-
 def scale_detections(detections: Sequence[Detection], model_size: tuple[float, float],
                      original_size: tuple[float, float]) -> list[Detection]:
     """Map detections from the model frame to the original image, as TAO's inference does.
 
-    Each box is clipped to the model frame (:func:`clip_boxes`) and then multiplied by
+    Each box is clipped to the model frame (:func:`tltk.boxes.numpy_ops.clip_boxes`) and then multiplied by
     ``original_width / model_width`` in x and ``original_height / model_height`` in y.
 
     Args:

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tltk.boxes.numpy_ops import inclusive_iou
 from tltk.errors import InvalidInputError, SpecError
 
 AP_MODES: tuple[str, ...] = ("SAMPLE", "INTEGRATE")
@@ -348,29 +349,6 @@ class EvaluationResult:
 
 # --------------------------------------------------------------------------------------------
 # Primitives
-
-
-def inclusive_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU with TAO's evaluation convention: border pixels belong to the box (+1 per side).
-
-    Args:
-        boxes_a: (M, 4) ``x1, y1, x2, y2`` in (integer) pixels.
-        boxes_b: (N, 4) ``x1, y1, x2, y2`` in (integer) pixels.
-
-    Returns:
-        (M, N) float64 IoU; pairs with an empty union give 0.
-    """
-    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
-    iw = np.maximum(0.0, np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1.0)
-    ih = np.maximum(0.0, np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1.0)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
-    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / union
-    return np.where(np.isfinite(iou), iou, 0.0)
 
 
 def average_precision(precision: np.ndarray, recall: np.ndarray, mode: str = "SAMPLE") -> float:

@@ -432,31 +432,45 @@ def test_scale_detections_to_original_image() -> None:
 def test_from_config_reads_proto_like_objects() -> None:
     cfg = SimpleNamespace(coverage_threshold=0.005, minimum_bounding_box_height=4, clustering_algorithm=1,
                           dbscan_eps=0.15, dbscan_min_samples=0.05, neighborhood_size=0,
-                          dbscan_confidence_threshold=0.9, nms_iou_threshold=0.0, nms_confidence_threshold=0.0)
+                          dbscan_confidence_threshold=0.9, nms_iou_threshold=0.45, nms_confidence_threshold=0.2)
     p = ClusteringParams.from_config(cfg, confidence_model="mean_cov")
     assert p.algorithm == "NMS"
-    assert p.nms_iou_threshold == 0.3 and p.nms_confidence_threshold == 0.1  # TAO's 0 -> default
+    assert p.nms_iou_threshold == 0.45 and p.nms_confidence_threshold == 0.2
     assert p.dbscan_eps == 0.15 and p.dbscan_confidence_threshold == 0.9
     assert p.minimum_bounding_box_height == 4 and p.confidence_model == "mean_cov"
     assert ClusteringParams.from_config({"clustering_algorithm": "hybrid"}).algorithm == "HYBRID"
     assert ClusteringParams.from_config({"clustering_algorithm": 2, "nms_iou_threshold": 0.5}).nms_iou_threshold == 0.5
-    # Unset confidence_model means aggregate_cov.
-    assert ClusteringParams.from_config({}, confidence_model="").confidence_model == "aggregate_cov"
+    # Fields left out take the proto's defaults, which are also the dataclass defaults.
+    assert ClusteringParams.from_config({}) == ClusteringParams()
+    assert ClusteringParams() == ClusteringParams(
+        coverage_threshold=0.005, minimum_bounding_box_height=0, algorithm="DBSCAN", dbscan_eps=0.3,
+        dbscan_min_samples=0.05, dbscan_confidence_threshold=0.1, nms_iou_threshold=0.3,
+        nms_confidence_threshold=0.1, confidence_model="aggregate_cov")
 
 
-def test_from_config_reports_every_problem_with_its_field_path() -> None:
+def test_from_config_of_a_proto_message_uses_its_defaults() -> None:
+    from google.protobuf import text_format
+
+    from tltk._proto import detectnet_v2_pb2 as pb
+
+    msg = text_format.Parse("clustering_algorithm: HYBRID dbscan_confidence_threshold: 0.9", pb.ClusteringConfig())
+    p = ClusteringParams.from_config(msg)
+    assert p.algorithm == "HYBRID" and p.dbscan_confidence_threshold == pytest.approx(0.9)
+    assert p.dbscan_eps == pytest.approx(0.3) and p.nms_iou_threshold == pytest.approx(0.3)
+
+
+def test_from_config_reports_unreadable_values_with_their_field_path() -> None:
     with pytest.raises(SpecError) as err:
-        ClusteringParams.from_config({"clustering_algorithm": 5, "dbscan_eps": 1.5, "coverage_threshold": -0.1},
-                                     confidence_model="max_cov",
+        ClusteringParams.from_config({"clustering_algorithm": 5, "dbscan_eps": "wide"},
                                      field_path="bbox_handler_config.classwise_bbox_handler_config['car']"
                                                 ".clustering_config")
     text = str(err.value)
     assert "clustering_config.clustering_algorithm: enum value 5" in text
-    assert "clustering_config.dbscan_eps: 1.5 is outside [0, 1]" in text
-    assert "clustering_config.coverage_threshold: -0.1 is outside [0, 1]" in text
-    assert "['car'].confidence_model: 'max_cov'" in text
-    with pytest.raises(SpecError, match="nms_iou_threshold"):
-        ClusteringParams(nms_iou_threshold=1.5)
+    assert "clustering_config.dbscan_eps: 'wide' is not a number" in text
+    with pytest.raises(ValueError, match="confidence_model 'max_cov'"):
+        ClusteringParams.from_config({}, confidence_model="max_cov")
+    with pytest.raises(ValueError, match="algorithm 'FOO'"):
+        ClusteringParams(algorithm="FOO")
 
 
 def test_params_from_spec_maps() -> None:

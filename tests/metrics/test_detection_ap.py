@@ -220,8 +220,8 @@ def test_params_from_config_and_missing_classes() -> None:
         DetectionEvaluator(["car", "bicycle"], p)
     assert "minimum_detection_ground_truth_overlap: no entry for 'bicycle'" in str(err.value)
     assert "evaluation_box_config: no entry for 'bicycle'" in str(err.value)
-    with pytest.raises(SpecError, match="maximum_height"):
-        BoxFilter.from_config({"minimum_height": 4, "maximum_height": 0, "minimum_width": 4, "maximum_width": 10})
+    assert BoxFilter.from_config({"minimum_height": 4, "maximum_height": 20, "minimum_width": 2,
+                                  "maximum_width": 10}) == BoxFilter(4, 20, 2, 10)
     with pytest.raises(SpecError, match="average_precision_mode"):
         EvaluationParams.from_config({**vars(cfg), "average_precision_mode": 3})
 

@@ -125,3 +125,43 @@ def test_dataset_convert_checks(tmp_path: Path) -> None:
     assert "needs the JSON file that maps sequences to frames" in errors
     assert "val_split: 100 is invalid: must be in [0, 100)" in errors
     assert "choose the input format" in _check(tmp_path, 'image_directory_path: "x"').errors[0]
+
+
+def test_defaults_live_in_the_proto_and_the_rules(base: str, tmp_path: Path) -> None:
+    from tltk.detectnet_v2.postprocess import params_from_postprocessing_config
+
+    # dbscan_eps left out -> the proto's 0.3 (before, the proto said 0.0 and the rule rejected it);
+    # an explicit NMS threshold of 0 reads as the default, as TAO's inference path does.
+    text = (base.replace("        dbscan_eps: 0.15\n", "", 1)
+                .replace("        minimum_bounding_box_height: 10\n",
+                         "        minimum_bounding_box_height: 10\n        nms_iou_threshold: 0\n"
+                         "        nms_confidence_threshold: 0.0\n", 1))
+    assert text.count("dbscan_eps") == 1 and "nms_iou_threshold: 0\n" in text
+    report = _check(tmp_path, text)
+    assert report.valid, report.errors
+    params = params_from_postprocessing_config(load_spec(tmp_path / "spec.txt", model="detectnet_v2")
+                                               .message.postprocessing_config)
+    assert params["car"].dbscan_eps == pytest.approx(0.3) and params["pedestrian"].dbscan_eps == pytest.approx(0.15)
+    assert params["car"].nms_iou_threshold == pytest.approx(0.3)
+    assert params["car"].nms_confidence_threshold == pytest.approx(0.1)
+
+
+def test_preprocessing_and_clustering_are_validated_once_by_the_rules(base: str, repo_root: Path,
+                                                                      tmp_path: Path) -> None:
+    text = (base.replace("output_image_channel: 3", "output_image_channel: 2\n    output_image_min: 320")
+                .replace("hflip_probability: 0.5", "hflip_probability: 1.5")
+                .replace("zoom_min: 1.0", "zoom_min: 2.0")
+                .replace("hue_rotation_max: 25.0", "hue_rotation_max: 400.0"))
+    errors = "\n".join(_check(tmp_path, text).errors)
+    for needle in ("preprocessing.output_image_channel: 2 is invalid: must be one of 1, 3",
+                   "preprocessing.output_image_min: 320 is invalid: must be 0",
+                   "spatial_augmentation.hflip_probability: 1.5 is invalid: must be in [0, 1]",
+                   "zoom_min (2) is above zoom_max (1)",
+                   "color_augmentation.hue_rotation_max: 400 is invalid: must be in [0, 360]"):
+        assert needle in errors, needle
+    inference = (repo_root / "specs" / "detectnet_v2" / "hybrid_inference.txt").read_text()
+    bad = inference.replace("dbscan_eps: 0.3", "dbscan_eps: 1.5", 1).replace("coverage_threshold: 0.005",
+                                                                               "coverage_threshold: -0.1", 1)
+    errors = "\n".join(_check(tmp_path, bad).errors)
+    assert "clustering_config.dbscan_eps: 1.5 is invalid: must be in (0, 1]" in errors
+    assert "clustering_config.coverage_threshold: -0.1 is invalid: must be in [0, 1]" in errors

@@ -34,8 +34,6 @@ from typing import Any
 
 import tensorflow as tf
 
-from tltk.errors import SpecError
-
 __all__ = [
     "PreprocessingParams",
     "SpatialAugmentationParams",
@@ -58,23 +56,6 @@ __all__ = [
 
 #: Value of output pixels sampled outside the source image (TAO's choice).
 FILL_VALUE = 0.5
-
-
-def _get(msg: Any, name: str, default: Any = 0) -> Any:
-    value = getattr(msg, name, default) if msg is not None else default
-    return default if value is None else value
-
-
-def _has(msg: Any, name: str) -> bool:
-    if msg is None:
-        return False
-    has_field = getattr(msg, "HasField", None)
-    if has_field is not None:
-        try:
-            return bool(has_field(name))
-        except ValueError:
-            return True
-    return getattr(msg, name, None) is not None
 
 
 @dataclass(frozen=True)
@@ -112,40 +93,17 @@ class PreprocessingParams:
         return any((self.crop_left, self.crop_top, self.crop_right, self.crop_bottom))
 
     @classmethod
-    def from_config(cls, msg: Any, path: str = "augmentation_config.preprocessing") -> PreprocessingParams:
-        """Build from a ``Preprocessing`` message (or any object with TAO's field names).
+    def from_config(cls, msg: Any) -> PreprocessingParams:
+        """Read a ``Preprocessing`` message of a loaded (validated) spec.
 
-        Raises:
-            SpecError: output size not a positive multiple of 16, channels not 1 or 3,
-                inverted crop rectangle, or negative scale/min sizes.
+        Unset fields are the proto's defaults; ranges were checked by the spec rules.
         """
-        problems: list[str] = []
-        width = int(_get(msg, "output_image_width"))
-        height = int(_get(msg, "output_image_height"))
-        channels = int(_get(msg, "output_image_channel", 3)) or 3
-        for name, value in (("output_image_width", width), ("output_image_height", height)):
-            if value <= 0 or value % 16:
-                problems.append(f"{path}.{name}: {value} must be a positive multiple of 16")
-        if channels not in (1, 3):
-            problems.append(f"{path}.output_image_channel: {channels} must be 1 or 3")
-        crop = [int(_get(msg, k)) for k in ("crop_left", "crop_top", "crop_right", "crop_bottom")]
-        if any(crop) and (crop[2] <= crop[0] or crop[3] <= crop[1]):
-            problems.append(f"{path}: crop rectangle left={crop[0]} top={crop[1]} right={crop[2]} "
-                            f"bottom={crop[3]} is empty (need left < right and top < bottom)")
-        values = {k: float(_get(msg, k)) for k in ("scale_width", "scale_height", "min_bbox_width", "min_bbox_height")}
-        for key, number in values.items():
-            if number < 0 or not math.isfinite(number):
-                problems.append(f"{path}.{key}: {number} must be >= 0")
-        if int(_get(msg, "output_image_min")) or int(_get(msg, "output_image_max")):
-            problems.append(f"{path}: output_image_min/output_image_max (keep-aspect dynamic shapes) are "
-                            "not supported by DetectNet_v2; use output_image_width/height")
-        if problems:
-            raise SpecError("invalid preprocessing configuration", problems)
-        return cls(output_width=width, output_height=height, output_channels=channels, crop_left=crop[0],
-                   crop_top=crop[1], crop_right=crop[2], crop_bottom=crop[3], scale_width=values["scale_width"],
-                   scale_height=values["scale_height"], min_bbox_width=values["min_bbox_width"],
-                   min_bbox_height=values["min_bbox_height"],
-                   enable_auto_resize=bool(_get(msg, "enable_auto_resize", False)))
+        return cls(output_width=int(msg.output_image_width), output_height=int(msg.output_image_height),
+                   output_channels=int(msg.output_image_channel), crop_left=int(msg.crop_left),
+                   crop_top=int(msg.crop_top), crop_right=int(msg.crop_right), crop_bottom=int(msg.crop_bottom),
+                   scale_width=float(msg.scale_width), scale_height=float(msg.scale_height),
+                   min_bbox_width=float(msg.min_bbox_width), min_bbox_height=float(msg.min_bbox_height),
+                   enable_auto_resize=bool(msg.enable_auto_resize))
 
 
 @dataclass(frozen=True)
@@ -160,7 +118,11 @@ class SpatialAugmentationParams:
         translate_max_x, translate_max_y: maximum shift in pixels (integers drawn uniformly in
             ``[-max, max]``).
         rotate_rad_max: maximum rotation angle in radians (angle uniform in ``[-max, max]``).
-        rotate_probability: probability of rotating (0 in the spec means 1.0).
+        rotate_probability: probability of rotating (the spec loader reads an explicit 0 as
+            the default 1.0, as TAO does).
+
+    The field defaults describe no augmentation, for parameters built in code; a spec's
+    unset fields take the proto's defaults through :meth:`from_config`.
     """
 
     hflip_probability: float = 0.0
@@ -173,37 +135,14 @@ class SpatialAugmentationParams:
     rotate_probability: float = 1.0
 
     @classmethod
-    def from_config(cls, msg: Any, path: str = "augmentation_config.spatial_augmentation") -> SpatialAugmentationParams:
-        """Build from a ``SpatialAugmentation`` message.
+    def from_config(cls, msg: Any) -> SpatialAugmentationParams:
+        """Read a ``SpatialAugmentation`` message of a loaded (validated) spec.
 
-        Raises:
-            SpecError: probabilities outside [0, 1], zoom_min <= 0 (while zoom_max is set),
-                zoom_min > zoom_max, negative translation or rotation.
+        Unset fields are the proto's defaults; ranges were checked by the spec rules.
         """
-        problems: list[str] = []
-        hflip = float(_get(msg, "hflip_probability"))
-        vflip = float(_get(msg, "vflip_probability"))
-        zmin = float(_get(msg, "zoom_min"))
-        zmax = float(_get(msg, "zoom_max"))
-        if zmin == 0.0 and zmax == 0.0:
-            zmin = zmax = 1.0
-        tx = float(_get(msg, "translate_max_x"))
-        ty = float(_get(msg, "translate_max_y"))
-        rot = float(_get(msg, "rotate_rad_max"))
-        rot_p = float(_get(msg, "rotate_probability")) or 1.0
-        for name, value in (("hflip_probability", hflip), ("vflip_probability", vflip), ("rotate_probability", rot_p)):
-            if not 0.0 <= value <= 1.0:
-                problems.append(f"{path}.{name}: {value} must be in [0, 1]")
-        if zmin <= 0.0:
-            problems.append(f"{path}.zoom_min: {zmin} must be > 0")
-        elif zmin > zmax:
-            problems.append(f"{path}: zoom_min {zmin} is larger than zoom_max {zmax}")
-        for name, value in (("translate_max_x", tx), ("translate_max_y", ty), ("rotate_rad_max", rot)):
-            if value < 0:
-                problems.append(f"{path}.{name}: {value} must be >= 0")
-        if problems:
-            raise SpecError("invalid spatial augmentation configuration", problems)
-        return cls(hflip, vflip, zmin, zmax, int(tx), int(ty), rot, rot_p)
+        return cls(float(msg.hflip_probability), float(msg.vflip_probability), float(msg.zoom_min),
+                   float(msg.zoom_max), int(msg.translate_max_x), int(msg.translate_max_y),
+                   float(msg.rotate_rad_max), float(msg.rotate_probability))
 
 
 @dataclass(frozen=True)
@@ -217,6 +156,9 @@ class ColorAugmentationParams:
         saturation_shift_max: saturation factor is ``1 + U(-max, max)``.
         contrast_scale_max: contrast slope change (truncated normal, sigma = max/2).
         contrast_center: pixel value the contrast pivots around.
+
+    The field defaults describe no colour change, for parameters built in code; a spec's
+    unset fields take the proto's defaults through :meth:`from_config`.
     """
 
     color_shift_stddev: float = 0.0
@@ -231,29 +173,13 @@ class ColorAugmentationParams:
         return any((self.color_shift_stddev, self.hue_rotation_max, self.saturation_shift_max, self.contrast_scale_max))
 
     @classmethod
-    def from_config(cls, msg: Any, path: str = "augmentation_config.color_augmentation") -> ColorAugmentationParams:
-        """Build from a ``ColorAugmentation`` message.
+    def from_config(cls, msg: Any) -> ColorAugmentationParams:
+        """Read a ``ColorAugmentation`` message of a loaded (validated) spec.
 
-        Raises:
-            SpecError: hue_rotation_max outside [0, 360], saturation_shift_max outside [0, 1],
-                negative standard deviation or contrast scale.
+        Unset fields are the proto's defaults; ranges were checked by the spec rules.
         """
-        problems: list[str] = []
-        shift = float(_get(msg, "color_shift_stddev"))
-        hue = float(_get(msg, "hue_rotation_max"))
-        sat = float(_get(msg, "saturation_shift_max"))
-        contrast = float(_get(msg, "contrast_scale_max"))
-        center = float(_get(msg, "contrast_center", 0.5)) if _has(msg, "contrast_center") else 0.5
-        if not 0.0 <= hue <= 360.0:
-            problems.append(f"{path}.hue_rotation_max: {hue} must be in [0, 360] degrees")
-        if not 0.0 <= sat <= 1.0:
-            problems.append(f"{path}.saturation_shift_max: {sat} must be in [0, 1]")
-        for name, value in (("color_shift_stddev", shift), ("contrast_scale_max", contrast)):
-            if value < 0:
-                problems.append(f"{path}.{name}: {value} must be >= 0")
-        if problems:
-            raise SpecError("invalid colour augmentation configuration", problems)
-        return cls(shift, hue, sat, contrast, center)
+        return cls(float(msg.color_shift_stddev), float(msg.hue_rotation_max), float(msg.saturation_shift_max),
+                   float(msg.contrast_scale_max), float(msg.contrast_center))
 
 
 @dataclass(frozen=True)
@@ -266,23 +192,14 @@ class AugmentationParams:
 
     @classmethod
     def from_config(cls, msg: Any) -> AugmentationParams:
-        """Build from an ``AugmentationConfig`` message (sub-messages may be absent).
+        """Read an ``AugmentationConfig`` message of a loaded (validated) spec.
 
-        Raises:
-            SpecError: any sub-block is invalid (all problems reported together).
+        Blocks the spec leaves out read as the proto's defaults (an unset sub-message of a
+        protobuf message has its default values).
         """
-        problems: list[str] = []
-        parts: list[Any] = []
-        for name, klass in (("preprocessing", PreprocessingParams), ("spatial_augmentation", SpatialAugmentationParams),
-                            ("color_augmentation", ColorAugmentationParams)):
-            sub = getattr(msg, name, None) if msg is not None else None
-            try:
-                parts.append(klass.from_config(sub, f"augmentation_config.{name}"))
-            except SpecError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise SpecError("invalid augmentation_config", problems)
-        return cls(*parts)
+        return cls(PreprocessingParams.from_config(msg.preprocessing),
+                   SpatialAugmentationParams.from_config(msg.spatial_augmentation),
+                   ColorAugmentationParams.from_config(msg.color_augmentation))
 
 
 # ---- matrices (float32, column-vector convention, output point -> source point) -------------

@@ -12,8 +12,7 @@ Task cost = ``sum_c sum_o w_c * w_{c,o} * cost_{c,o}`` with ``w_c = class_weight
 and ``w_{c,o}`` starting at ``initial_weight_o / sum_o initial_weight_o``.  With
 ``enable_autoweighting`` the objective weights are recomputed after every epoch from the
 epoch's summed costs: ``u_o = weight_target_o / S_{c,o}``, ``w_{c,o} = clamp(u_o / sum u,
-min_objective_weight, max_objective_weight)`` (see docs/migrating_from_tao.md for the unset
-``max_objective_weight`` case).
+min_objective_weight, max_objective_weight)``.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-
-from tltk.errors import SpecError
 
 OBJECTIVES = ("cov", "bbox")
 EPSILON = 1e-5
@@ -51,38 +48,29 @@ class CostParams:
     foreground_weights: tuple[float, ...]
     initial_weights: tuple[tuple[float, float], ...]
     weight_targets: tuple[tuple[float, float], ...]
-    autoweighting: bool = False
-    min_objective_weight: float = 0.0
-    max_objective_weight: float = 1.0
+    autoweighting: bool
+    min_objective_weight: float
+    max_objective_weight: float
 
     @classmethod
     def from_config(cls, cost_function_config: Any) -> CostParams:
-        """Read a TAO ``CostFunctionConfig`` message (or any object with its field names)."""
-        names, cw, fg, init, target = [], [], [], [], []
-        problems = []
-        for tc in cost_function_config.target_classes:
-            names.append(tc.name)
-            cw.append(float(tc.class_weight))
-            fg.append(float(tc.coverage_foreground_weight))
-            by_name = {o.name: o for o in tc.objectives}
-            missing = [o for o in OBJECTIVES if o not in by_name]
-            if missing or set(by_name) - set(OBJECTIVES):
-                problems.append(f"cost_function_config.target_classes[{tc.name}].objectives must be exactly "
-                                f"cov and bbox, got {sorted(by_name)}")
-                continue
-            init.append(tuple(float(by_name[o].initial_weight) for o in OBJECTIVES))
-            target.append(tuple(float(by_name[o].weight_target) for o in OBJECTIVES))
-        if problems:
-            raise SpecError("invalid cost_function_config", problems)
-        max_w = float(cost_function_config.max_objective_weight)
-        if max_w <= 0:
-            # TAO clamps to [min, 0] and zeroes every objective weight; an unset maximum means "no cap".
-            max_w = 1.0
-        return cls(class_names=tuple(names), class_weights=tuple(cw), foreground_weights=tuple(fg),
-                   initial_weights=tuple(init), weight_targets=tuple(target),  # type: ignore[arg-type]
+        """Read the ``CostFunctionConfig`` of a loaded (validated) spec.
+
+        The spec rules guarantee that every class has exactly the objectives ``cov`` and
+        ``bbox``; unset numbers are the proto's defaults.
+        """
+        classes = list(cost_function_config.target_classes)
+        objectives = [{o.name: o for o in tc.objectives} for tc in classes]
+        return cls(class_names=tuple(tc.name for tc in classes),
+                   class_weights=tuple(float(tc.class_weight) for tc in classes),
+                   foreground_weights=tuple(float(tc.coverage_foreground_weight) for tc in classes),
+                   initial_weights=tuple((float(o["cov"].initial_weight), float(o["bbox"].initial_weight))
+                                         for o in objectives),
+                   weight_targets=tuple((float(o["cov"].weight_target), float(o["bbox"].weight_target))
+                                        for o in objectives),
                    autoweighting=bool(cost_function_config.enable_autoweighting),
                    min_objective_weight=float(cost_function_config.min_objective_weight),
-                   max_objective_weight=max_w)
+                   max_objective_weight=float(cost_function_config.max_objective_weight))
 
     def normalised_class_weights(self) -> np.ndarray:
         """``w_c``, shape (C,), summing to 1."""

@@ -36,6 +36,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tltk._proto import detectnet_v2_pb2 as pb
 from tltk.data.augment import AugmentationParams, augment_frame
 from tltk.data.tfrecord import fold_substring, parse_detection_tensors
 from tltk.detectnet_v2.rasterizer import (
@@ -44,6 +45,7 @@ from tltk.detectnet_v2.rasterizer import (
     rasterize_loss_masks,
     rasterize_targets,
 )
+from tltk.detectnet_v2.spec import image_extension
 from tltk.errors import InvalidInputError, SpecError, UsageError
 
 log = logging.getLogger(__name__)
@@ -128,18 +130,14 @@ def _class_mapping(experiment: Any, class_names: list[str]) -> dict[str, int]:
     return out
 
 
-def _image_extension(value: str) -> str:
-    value = (value or "").strip()
-    return value[1:] if value.startswith(".") else (value or "png")
-
-
 class DetectNetV2Data:
     """The DetectNet_v2 data of one experiment spec.
 
     Args:
-        experiment: the ``Experiment`` message (``dataset_config``, ``augmentation_config``,
-            ``bbox_rasterizer_config``, ``cost_function_config``, ``model_config``,
-            ``training_config``, ``loss_mask_label_filter``, ``random_seed``).
+        experiment: the ``Experiment`` message of a loaded (validated) spec
+            (``dataset_config``, ``augmentation_config``, ``bbox_rasterizer_config``,
+            ``cost_function_config``, ``model_config``, ``training_config``,
+            ``loss_mask_label_filter``, ``random_seed``); unset fields are the proto's defaults.
         spec_dir: folder of the spec file; relative paths are resolved against it first,
             then the current directory (then ``$DATA_BASE_PATH``).
         resolve: custom path resolver (overrides ``spec_dir``).
@@ -163,24 +161,22 @@ class DetectNetV2Data:
             raise SpecError("invalid experiment spec", ["cost_function_config.target_classes: no target class"])
         self.class_mapping = _class_mapping(experiment, self.class_names)
         pre = self.augmentation.preprocessing
-        bbox_obj = getattr(getattr(getattr(experiment, "model_config", None), "objective_set", None), "bbox", None)
-        scale = float(getattr(bbox_obj, "scale", 35.0)) if bbox_obj is not None else 35.0
-        offset = float(getattr(bbox_obj, "offset", 0.5)) if bbox_obj is not None else 0.5
+        bbox_obj = experiment.model_config.objective_set.bbox
+        scale, offset = float(bbox_obj.scale), float(bbox_obj.offset)
         self.rasterizer = RasterizerParams.from_config(experiment.bbox_rasterizer_config, self.class_names,
                                                        pre.output_width, pre.output_height, scale, offset)
         lm = getattr(experiment, "loss_mask_label_filter", None)
         has_lm = experiment.HasField("loss_mask_label_filter") if hasattr(experiment, "HasField") else lm is not None
         self.loss_mask = LossMaskParams.from_config(lm if has_lm else None, self.class_names)
-        self.seed = int(getattr(experiment, "random_seed", 0) or 0)
-        self.extension = _image_extension(str(getattr(self.dataset_config, "image_extension", "") or ""))
-        training = getattr(experiment, "training_config", None)
-        self.batch_size = int(getattr(training, "batch_size_per_gpu", 0) or 0) or 1
+        self.seed = int(experiment.random_seed)
+        self.extension = image_extension(self.dataset_config).lstrip(".")
+        self.batch_size = int(experiment.training_config.batch_size_per_gpu)
         self._stats: dict[str, SplitStats] = {}
 
     # ---- sources ------------------------------------------------------------------------
 
     def _source(self, msg: Any, where: str) -> tuple[list[str], str, float]:
-        pattern = str(getattr(msg, "tfrecords_path", "") or "")
+        pattern = str(msg.tfrecords_path)
         if not pattern:
             raise SpecError("invalid dataset_config", [f"{where}.tfrecords_path: empty"])
         resolved = self._resolve(pattern)
@@ -188,11 +184,8 @@ class DetectNetV2Data:
         if not files:
             raise InvalidInputError(f"{where}.tfrecords_path {pattern!r} matches no file (looked for {resolved})",
                                     hint="run `tltk detectnet_v2 dataset_convert` first, or fix the path/pattern")
-        image_dir = self._resolve(str(getattr(msg, "image_directory_path", "") or "."))
-        weight = float(getattr(msg, "source_weight", 0.0) or 0.0)
-        if weight < 0:
-            raise SpecError("invalid dataset_config", [f"{where}.source_weight: {weight} must be >= 0"])
-        return files, image_dir, weight or 1.0
+        image_dir = self._resolve(str(msg.image_directory_path) or ".")
+        return files, image_dir, float(msg.source_weight)
 
     def sources(self, split: str) -> list[DataSourceFiles]:
         """The data sources of ``split`` (``train`` or ``val``), resolved to files.
@@ -310,7 +303,7 @@ class DetectNetV2Data:
             records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(src.tfrecords), 4),
                                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             datasets.append(records.map(lambda r, i=index: (r, tf.constant(i, tf.int32))))
-        uniform = int(getattr(self.dataset_config, "sampling_mode", 0) or 0) == 2
+        uniform = self.dataset_config.sampling_mode == pb.DatasetConfig.UNIFORM
         if len(datasets) > 1 and uniform and shuffle:
             combined = tf.data.Dataset.sample_from_datasets([d.repeat() for d in datasets], seed=self.seed,
                                                             stop_on_empty_dataset=False)

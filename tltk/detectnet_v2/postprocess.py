@@ -43,14 +43,13 @@ size belongs to the caller (see :func:`scale_detections`).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from tltk._proto import detectnet_v2_pb2 as pb
 from tltk.boxes.numpy_ops import clip_boxes, dbscan_iou_matrix, greedy_nms
 from tltk.errors import InvalidInputError, SpecError
 
@@ -65,12 +64,6 @@ CONFIDENCE_MODELS: tuple[str, ...] = ("aggregate_cov", "mean_cov")
 DEFAULT_CLASS_KEY = "default"
 """Key of the fallback entry used for classes without their own clustering parameters."""
 
-DEFAULT_NMS_IOU_THRESHOLD = 0.3
-"""``nms_iou_threshold`` used when a spec leaves it at 0 (TAO inference behaviour)."""
-
-DEFAULT_NMS_CONFIDENCE_THRESHOLD = 0.1
-"""``nms_confidence_threshold`` used when a spec leaves it at 0 (TAO inference behaviour)."""
-
 DBSCAN_EPS_EPSILON = 1e-12
 """Added to ``dbscan_eps`` (TAO does the same; it also keeps scikit-learn's ``eps > 0`` rule)."""
 
@@ -79,19 +72,33 @@ DBSCAN_EPS_EPSILON = 1e-12
 # Parameters
 
 
+def _proto_default(message_class: Any, name: str) -> Any:
+    """A field's ``[default = ...]`` from the proto, floats as written there (not float32-rounded)."""
+    value = message_class.DESCRIPTOR.fields_by_name[name].default_value
+    if isinstance(value, float):
+        return float(np.format_float_positional(np.float32(value), unique=True))
+    return value
+
+
+_CC = pb.ClusteringConfig
+_NUMERIC_FIELDS = ("coverage_threshold", "minimum_bounding_box_height", "dbscan_eps", "dbscan_min_samples",
+                   "dbscan_confidence_threshold", "nms_iou_threshold", "nms_confidence_threshold")
+
+
 @dataclass(frozen=True)
 class ClusteringParams:
     """Clustering parameters of one class (TAO's ``ClusteringConfig`` plus the confidence model).
 
-    Values are the *effective* ones: :meth:`from_config` already maps TAO's "0 means unset"
-    NMS thresholds to 0.3 and 0.1.  Instances are validated on construction.
+    The defaults are the spec schema's (``protos/tltk/detectnet_v2.proto``), and so are the
+    valid ranges: specs are checked by the DetectNet_v2 spec rules when they are loaded, so
+    values given here directly are taken as they are.
 
     Attributes:
         coverage_threshold: cells with coverage strictly above this become candidates, in [0, 1].
         minimum_bounding_box_height: DBSCAN/HYBRID clusters with ``y2 - y1 <=`` this are
             dropped, in model-input pixels (>= 0).
         algorithm: ``"DBSCAN"``, ``"NMS"`` or ``"HYBRID"``.
-        dbscan_eps: DBSCAN neighbourhood radius on the distance ``1 - IoU``, in [0, 1].
+        dbscan_eps: DBSCAN neighbourhood radius on the distance ``1 - IoU``, in (0, 1].
         dbscan_min_samples: coverage-weighted minimum neighbourhood weight of a core cell.
             TAO truncates it to an integer of at least 1 (``max(int(v), 1)``), and so does
             tltk, so the documented ``0.05`` behaves as ``1.0``; see
@@ -104,23 +111,26 @@ class ClusteringParams:
             this, in [0, 1].
         confidence_model: ``"aggregate_cov"`` (sum of member coverages, may exceed 1) or
             ``"mean_cov"`` (mean of member coverages).
+
+    Raises:
+        ValueError: ``algorithm`` or ``confidence_model`` is not a known name.
     """
 
-    coverage_threshold: float = 0.005
-    minimum_bounding_box_height: float = 0.0
-    algorithm: str = "DBSCAN"
-    dbscan_eps: float = 0.3
-    dbscan_min_samples: float = 0.05
-    dbscan_confidence_threshold: float = 0.1
-    nms_iou_threshold: float = DEFAULT_NMS_IOU_THRESHOLD
-    nms_confidence_threshold: float = DEFAULT_NMS_CONFIDENCE_THRESHOLD
-    confidence_model: str = "aggregate_cov"
+    coverage_threshold: float = _proto_default(_CC, "coverage_threshold")
+    minimum_bounding_box_height: float = _proto_default(_CC, "minimum_bounding_box_height")
+    algorithm: str = ALGORITHMS[_proto_default(_CC, "clustering_algorithm")]
+    dbscan_eps: float = _proto_default(_CC, "dbscan_eps")
+    dbscan_min_samples: float = _proto_default(_CC, "dbscan_min_samples")
+    dbscan_confidence_threshold: float = _proto_default(_CC, "dbscan_confidence_threshold")
+    nms_iou_threshold: float = _proto_default(_CC, "nms_iou_threshold")
+    nms_confidence_threshold: float = _proto_default(_CC, "nms_confidence_threshold")
+    confidence_model: str = _proto_default(pb.ClasswiseBboxHandlerConfig, "confidence_model")
 
     def __post_init__(self) -> None:
-        problems = _validate_params(self)
-        if problems:
-            raise SpecError("invalid clustering parameters", problems=problems,
-                            hint="fix the clustering_config values listed above")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+        if self.confidence_model not in CONFIDENCE_MODELS:
+            raise ValueError(f"confidence_model {self.confidence_model!r} is not one of {', '.join(CONFIDENCE_MODELS)}")
 
     @property
     def effective_min_samples(self) -> int:
@@ -128,94 +138,54 @@ class ClusteringParams:
         return max(int(self.dbscan_min_samples), 1)
 
     @classmethod
-    def from_config(cls, clustering_config: Any, confidence_model: str | None = "aggregate_cov",
+    def from_config(cls, clustering_config: Any, confidence_model: str | None = None,
                     field_path: str = "clustering_config") -> ClusteringParams:
-        """Build parameters from a TAO ``ClusteringConfig``.
+        """Build parameters from a TAO ``ClusteringConfig`` of a loaded (validated) spec.
 
         The config is duck-typed: a protobuf message, any object with attributes named like
-        the proto fields, or a mapping with those keys.  Missing fields take the dataclass
-        defaults.  ``clustering_algorithm`` may be an int (``DBSCAN=0, NMS=1, HYBRID=2``) or
-        a name (any case).  ``nms_iou_threshold`` 0 becomes 0.3 and
-        ``nms_confidence_threshold`` 0 becomes 0.1, as in TAO's inference path.
+        the proto fields, or a mapping with those keys; fields an object or mapping leaves out
+        take the proto's defaults, as an unset field of the message does.
+        ``clustering_algorithm`` may be an int (``DBSCAN=0, NMS=1, HYBRID=2``) or a name (any
+        case).  Values are not range-checked here: the spec rules did that when the spec was
+        loaded (and turned TAO's "0 means default" NMS thresholds into the defaults).
 
         Args:
             clustering_config: the ``clustering_config`` message of one class.
-            confidence_model: ``"aggregate_cov"`` or ``"mean_cov"``; ``None`` or ``""``
-                (unset in a spec) means ``"aggregate_cov"``.
+            confidence_model: ``"aggregate_cov"`` or ``"mean_cov"``; ``None`` takes the proto's
+                default (``aggregate_cov``).
             field_path: where the config sits in the spec, used in error messages.
 
         Returns:
-            The validated parameters.
+            The parameters.
 
         Raises:
-            SpecError: a value is out of range or an enum/name is unknown.
+            SpecError: a value is not a number or the algorithm is not a known enum value or
+                name.
+            ValueError: ``confidence_model`` is not a known name (the spec rules reject such
+                specs when they are loaded).
         """
-        defaults = cls()
-
-        def get(name: str, default: Any) -> Any:
+        def get(name: str) -> Any:
             if isinstance(clustering_config, Mapping):
-                value = clustering_config.get(name, default)
+                value = clustering_config.get(name)
             else:
-                value = getattr(clustering_config, name, default)
-            return default if value is None else value
+                value = getattr(clustering_config, name, None)
+            return _proto_default(_CC, name) if value is None else value
 
         problems: list[str] = []
-        algorithm = _algorithm_name(get("clustering_algorithm", "DBSCAN"),
-                                    f"{field_path}.clustering_algorithm", problems)
-        model = (confidence_model or "aggregate_cov").strip()
+        algorithm = _algorithm_name(get("clustering_algorithm"), f"{field_path}.clustering_algorithm", problems)
         numbers: dict[str, float] = {}
         for name in _NUMERIC_FIELDS:
-            # TAO's proto leaves the NMS thresholds at 0 when unset; 0 maps to the defaults below.
-            fallback = 0.0 if name.startswith("nms_") else getattr(defaults, name)
-            raw = get(name, fallback)
+            raw = get(name)
             try:
                 numbers[name] = float(raw)
             except (TypeError, ValueError):
                 problems.append(f"{field_path}.{name}: {raw!r} is not a number")
-                numbers[name] = float(getattr(defaults, name))
-        if numbers["nms_iou_threshold"] == 0.0:
-            numbers["nms_iou_threshold"] = DEFAULT_NMS_IOU_THRESHOLD
-        if numbers["nms_confidence_threshold"] == 0.0:
-            numbers["nms_confidence_threshold"] = DEFAULT_NMS_CONFIDENCE_THRESHOLD
-        model_path = (field_path[: -len("clustering_config")] + "confidence_model"
-                      if field_path.endswith("clustering_config") else "confidence_model")
-        candidate = SimpleNamespace(algorithm=algorithm, confidence_model=model, **numbers)
-        problems += _validate_params(candidate, field_path, model_path)
         if problems:
             raise SpecError("invalid clustering configuration", problems=problems,
                             hint="fix the values listed above in the spec")
+        model = _proto_default(pb.ClasswiseBboxHandlerConfig, "confidence_model") if confidence_model is None \
+            else str(confidence_model).strip()
         return cls(algorithm=algorithm, confidence_model=model, **numbers)
-
-
-_NUMERIC_FIELDS = ("coverage_threshold", "minimum_bounding_box_height", "dbscan_eps", "dbscan_min_samples",
-                   "dbscan_confidence_threshold", "nms_iou_threshold", "nms_confidence_threshold")
-
-
-def _validate_params(p: Any, field_path: str = "clustering_config",
-                     model_path: str = "confidence_model") -> list[str]:
-    problems: list[str] = []
-
-    def check(name: str, low: float, high: float | None) -> None:
-        value = getattr(p, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(float(value)):
-            problems.append(f"{field_path}.{name}: {value!r} is not a number")
-            return
-        if value < low or (high is not None and value > high):
-            rng = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-            problems.append(f"{field_path}.{name}: {value!r} is outside {rng}")
-
-    check("coverage_threshold", 0.0, 1.0)
-    check("minimum_bounding_box_height", 0.0, None)
-    check("dbscan_eps", 0.0, 1.0)
-    check("dbscan_min_samples", 0.0, None)
-    check("dbscan_confidence_threshold", 0.0, None)
-    check("nms_iou_threshold", 0.0, 1.0)
-    check("nms_confidence_threshold", 0.0, 1.0)
-    if p.algorithm not in ALGORITHMS:
-        problems.append(f"{field_path}.clustering_algorithm: {p.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
-    if p.confidence_model not in CONFIDENCE_MODELS:
-        problems.append(f"{model_path}: {p.confidence_model!r} is not one of {', '.join(CONFIDENCE_MODELS)}")
-    return problems
 
 
 def _algorithm_name(value: Any, field: str, problems: list[str]) -> str:

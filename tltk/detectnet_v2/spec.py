@@ -114,6 +114,8 @@ _LF = "loss_mask_label_filter.objective_label_filter_configs[*].label_filter."
 
 _STRIDE_NOTE = ("the output grid has one cell per 16x16 pixels, so the last row/column of cells would be "
                 "partial (TAO 5 rejects such sizes); round to a multiple of 16")
+_KEEP_ASPECT_NOTE = ("keep-aspect dynamic input shapes are not supported by DetectNet_v2; "
+                     "use output_image_width/height")
 
 
 def _cost_scaling_enabled(cfg: Message) -> bool:
@@ -134,6 +136,8 @@ EXPERIMENT_RULES = [
     Rule(_PRE + "output_image_height", positive()),
     Rule(_PRE + "output_image_width", multiple_of(16), severity="warning", note=_STRIDE_NOTE),
     Rule(_PRE + "output_image_height", multiple_of(16), severity="warning", note=_STRIDE_NOTE),
+    Rule(_PRE + "output_image_min", Check(lambda v: v == 0, "0"), note=_KEEP_ASPECT_NOTE),
+    Rule(_PRE + "output_image_max", Check(lambda v: v == 0, "0"), note=_KEEP_ASPECT_NOTE),
     Rule(_PRE + "output_image_channel", one_of(1, 3)),
     Rule(_PRE + "min_bbox_width", non_negative()),
     Rule(_PRE + "min_bbox_height", non_negative()),
@@ -635,6 +639,9 @@ SCHEMAS: dict[str, KindSchema] = {
             "dataset_config.data_sources[*].source_weight",
             "dataset_config.validation_data_source.source_weight",
             "augmentation_config.spatial_augmentation.rotate_probability",
+            # tltk reads training-spec NMS thresholds like TAO's inference path (0 -> 0.3 / 0.1).
+            "postprocessing_config.target_class_config[*].clustering_config.nms_iou_threshold",
+            "postprocessing_config.target_class_config[*].clustering_config.nms_confidence_threshold",
             "model_config.num_layers",
             "training_config.checkpoint_interval",
             "training_config.visualizer.scalar_logging_frequency",

@@ -140,39 +140,20 @@ class BoxFilter:
             w <= self.maximum_width)
 
     @classmethod
-    def from_config(cls, config: Any, field_path: str = "evaluation_box_config") -> BoxFilter:
-        """Build from an ``EvaluationBoxConfig`` message, object or mapping (duck-typed).
+    def from_config(cls, config: Any) -> BoxFilter:
+        """Read an ``EvaluationBoxConfig`` (message, object or mapping) of a loaded spec.
 
         Args:
             config: has ``minimum_height``, ``maximum_height``, ``minimum_width``,
-                ``maximum_width``.
-            field_path: where it sits in the spec, for error messages.
+                ``maximum_width`` (the spec rules checked their ranges).
 
         Returns:
             The filter.
-
-        Raises:
-            SpecError: a minimum is negative or a maximum is not positive.
         """
-        values = {}
-        problems = []
-        for name in ("minimum_height", "maximum_height", "minimum_width", "maximum_width"):
-            raw = config.get(name, 0) if isinstance(config, Mapping) else getattr(config, name, 0)
-            try:
-                values[name] = float(raw)
-            except (TypeError, ValueError):
-                problems.append(f"{field_path}.{name}: {raw!r} is not a number")
-                values[name] = 0.0
-        for name in ("minimum_height", "minimum_width"):
-            if values[name] < 0:
-                problems.append(f"{field_path}.{name}: {values[name]:g} must be >= 0")
-        for name in ("maximum_height", "maximum_width"):
-            if not values[name] > 0:
-                problems.append(f"{field_path}.{name}: {values[name]:g} must be > 0 "
-                                "(an unset maximum would filter out every box)")
-        if problems:
-            raise SpecError("invalid evaluation_box_config", problems=problems)
-        return cls(**values)
+        def get(name: str) -> float:
+            return float(config[name] if isinstance(config, Mapping) else getattr(config, name))
+
+        return cls(get("minimum_height"), get("maximum_height"), get("minimum_width"), get("maximum_width"))
 
 
 @dataclass(frozen=True)
@@ -192,9 +173,6 @@ class EvaluationParams:
     def __post_init__(self) -> None:
         if self.mode not in AP_MODES:
             raise SpecError(f"average_precision_mode: {self.mode!r} is not one of {', '.join(AP_MODES)}")
-        for name, value in self.minimum_overlap.items():
-            if not 0.0 <= float(value) <= 1.0:
-                raise SpecError(f"minimum_detection_ground_truth_overlap[{name!r}]: {value!r} is outside [0, 1]")
 
     @classmethod
     def uniform(cls, class_names: Sequence[str], minimum_overlap: float = 0.5, mode: str = "SAMPLE",
@@ -215,11 +193,13 @@ class EvaluationParams:
 
     @classmethod
     def from_config(cls, evaluation_config: Any, field_path: str = "evaluation_config") -> EvaluationParams:
-        """Build from TAO's ``evaluation_config`` (protobuf message, object or mapping).
+        """Read TAO's ``evaluation_config`` of a loaded spec (protobuf message, object or mapping).
 
         Reads ``minimum_detection_ground_truth_overlap`` (class -> float),
         ``evaluation_box_config`` (class -> EvaluationBoxConfig) and
-        ``average_precision_mode`` (``SAMPLE=0``, ``INTEGRATE=1``, or the name).
+        ``average_precision_mode`` (``SAMPLE=0``, ``INTEGRATE=1``, or the name); all three
+        must be present (a protobuf message always has them; the spec rules checked the
+        values).
 
         Args:
             evaluation_config: the config.
@@ -229,22 +209,17 @@ class EvaluationParams:
             The parameters.
 
         Raises:
-            SpecError: an unknown mode or an invalid entry.
+            SpecError: an unknown mode.
         """
         def get(name: str) -> Any:
             if isinstance(evaluation_config, Mapping):
-                return evaluation_config.get(name)
-            return getattr(evaluation_config, name, None)
+                return evaluation_config[name]
+            return getattr(evaluation_config, name)
 
-        overlap_map = get("minimum_detection_ground_truth_overlap") or {}
-        box_map = get("evaluation_box_config") or {}
-        overlaps = {str(k): float(v) for k, v in overlap_map.items()}
-        filters = {str(k): BoxFilter.from_config(v, f"{field_path}.evaluation_box_config[{str(k)!r}]")
-                   for k, v in box_map.items()}
+        overlaps = {str(k): float(v) for k, v in get("minimum_detection_ground_truth_overlap").items()}
+        filters = {str(k): BoxFilter.from_config(v) for k, v in get("evaluation_box_config").items()}
         raw_mode = get("average_precision_mode")
-        if raw_mode is None:
-            mode = "SAMPLE"
-        elif isinstance(raw_mode, (int, np.integer)) and not isinstance(raw_mode, bool):
+        if isinstance(raw_mode, (int, np.integer)) and not isinstance(raw_mode, bool):
             if not 0 <= int(raw_mode) < len(AP_MODES):
                 raise SpecError(f"{field_path}.average_precision_mode: enum value {int(raw_mode)} is not "
                                 "0 (SAMPLE) or 1 (INTEGRATE)")

@@ -419,7 +419,7 @@ class MaskRCNNData:
         size = self.image_size
         if output != "targets":
             parsed = parse_tensors(COCO_INSTANCE, record, keys=_IMAGE_KEYS)
-            image = tf.io.decode_image(parsed["image/encoded"], channels=3, expand_animations=False)
+            image = tf.io.decode_image(parsed["image/encoded"], channels=3, dtype=tf.uint8, expand_animations=False)
             padded, info = letterbox(image, size)
             chw = tf.transpose(padded, [2, 0, 1])
             if output == "images":
@@ -427,7 +427,7 @@ class MaskRCNNData:
             return chw, {"image_info": info, "source_ids": _source_id(parsed["image/source_id"],
                                                                      parsed["image/encoded"])}
         parsed = parse_tensors(COCO_INSTANCE, record, keys=_RECORD_KEYS)
-        image = tf.io.decode_image(parsed["image/encoded"], channels=3, expand_animations=False)
+        image = tf.io.decode_image(parsed["image/encoded"], channels=3, dtype=tf.uint8, expand_animations=False)
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         boxes = tf.clip_by_value(tf.stack([parsed[f"image/object/bbox/{k}"] for k in ("ymin", "xmin", "ymax", "xmax")],
                                           axis=1), 0.0, 1.0)

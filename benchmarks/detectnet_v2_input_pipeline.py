@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from tltk.data.synthetic import synthesize_kitti
     from tltk.detectnet_v2.dataloader import DetectNetV2Data
     from tltk.detectnet_v2.dataset_convert import convert_dataset
-    from tltk.spec import load_spec, resolve_spec_path
+    from tltk.spec import resolve_spec_path
+    from tltk.models import load_spec
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="tltk_bench_")
     data_dir = os.path.join(workdir, "kitti")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         synthesize_kitti(data_dir, num_images=args.num_images, image_size=(960, 544), seed=args.seed)
     prefix = os.path.join(workdir, "tfrecords", "kitti")
     if not glob.glob(prefix + "-fold-*"):
-        loaded = load_spec(os.path.join(data_dir, "dataset_convert_spec.txt"), kind="dataset_convert")
+        loaded = load_spec(os.path.join(data_dir, "dataset_convert_spec.txt"), model="detectnet_v2", kind="dataset_convert")
         convert_dataset(loaded.message, prefix, resolve=lambda v: resolve_spec_path(loaded, v))
     experiment = text_format.Parse(SPEC % {"tfrecords": prefix, "images": data_dir, "batch": args.batch_size},
                                    pb.Experiment())

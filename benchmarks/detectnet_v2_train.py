@@ -64,7 +64,7 @@ def main() -> None:
     from tltk.data.synthetic import synthesize_kitti
     from tltk.detectnet_v2.dataset_convert import convert_dataset
     from tltk.detectnet_v2.task import DetectNetV2Task
-    from tltk.spec import load_spec, parse_spec_text
+    from tltk.models import load_spec, parse_spec_text
     from tltk.spec.schemas import DetectNetDatasetExportConfig
 
     rows = []
@@ -77,7 +77,7 @@ def main() -> None:
         for width, height in ((960, 544), (480, 272)):
             spec_path = Path(tmp) / f"train_{width}.txt"
             spec_path.write_text(_spec(width, height, args.batch))
-            loaded = load_spec(spec_path, kind="experiment")
+            loaded = load_spec(spec_path, model="detectnet_v2", kind="experiment")
             task = DetectNetV2Task(loaded)
             task.batch = args.batch
             real = _measure(task, args.steps, in_memory=False)

@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tltk.spec.fieldpath import is_map  # noqa: E402
-from tltk.spec.kinds import MODELS, schemas  # noqa: E402
+from tltk.models import MODELS, spec_catalog  # noqa: E402
 
 OUTPUT = REPO_ROOT / "docs" / "spec_reference.md"
 PROTO_ROOT = REPO_ROOT / "protos"
@@ -173,7 +173,7 @@ def _rules_by_field() -> dict[tuple[str, str], list[str]]:
     """(message full name, field name) -> rule sentences."""
     table: dict[tuple[str, str], list[str]] = defaultdict(list)
     for model in MODELS:
-        for schema in schemas(model).values():
+        for schema in spec_catalog()[model].values():
             index = _pattern_index(schema.message_class.DESCRIPTOR)
             items = [(r.path, r.describe()) for r in schema.required]
             items += [(r.path, r.describe()) for r in schema.rules]

@@ -215,9 +215,9 @@ def detectnet_v2_toy(tmp_path_factory) -> dict:
     from PIL import Image
 
     from tltk.detectnet_v2.dataset_convert import convert_dataset
-    from tltk.detectnet_v2.export import ExportOptions, export_detectnet_v2
+    from tltk.export.subtask import ExportOptions, run_export
     from tltk.modelfile.container import save_keras_model
-    from tltk.spec import load_spec
+    from tltk.models import load_spec, task_for_model_file
 
     root = tmp_path_factory.mktemp("dnv2_toy")
     images, labels = root / "kitti" / "image_2", root / "kitti" / "label_2"
@@ -237,7 +237,9 @@ def detectnet_v2_toy(tmp_path_factory) -> dict:
     save_keras_model(str(root / "model.tlt"), toy_network(), {"model_kind": "detectnet_v2",
                                                                "class_names": list(TOY_CLASSES),
                                                                "input_shape": [3, TOY_SIZE, TOY_SIZE]})
-    export_detectnet_v2(ExportOptions(model=str(root / "model.tlt"), output_file=str(root / "model.onnx")))
+    task, network, metadata = task_for_model_file("detectnet_v2", str(root / "model.tlt"))
+    run_export(task, network, metadata, ExportOptions(model=str(root / "model.tlt"), output_file=str(root / "model.onnx")),
+               "detectnet_v2")
     (root / "inference.txt").write_text(TOY_INFERENCE % {"width": TOY_SIZE, "height": TOY_SIZE,
                                                          "model": 'tlt_config { model: "model.tlt" }'})
     return {"root": root, "experiment": root / "experiment.txt", "experiment_sample": root / "experiment_sample.txt",

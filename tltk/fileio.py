@@ -15,7 +15,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output", "temporary_name", "fsync_folder"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output", "temporary_name", "fsync_folder", "folder_lock"]
 
 
 def temporary_name(path: str | os.PathLike[str], suffix: str = ".tmp") -> str:
@@ -102,3 +102,46 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """:func:`atomic_write_bytes` for text (``encoding``, newlines written as given)."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+LOCK_FILE = ".tltk.lock"
+"""Name of the lock file a training run holds in its results folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str], what: str = "a run") -> Iterator[str]:
+    """Hold an exclusive lock on ``folder`` for the duration of the block.
+
+    The lock is an ``fcntl`` lock on ``<folder>/.tltk.lock`` (holding the owner's pid), so the
+    operating system releases it when the owner dies, even on SIGKILL; a stale lock file never
+    blocks a later run.
+
+    Args:
+        folder: the folder (created when missing).
+        what: what holds the lock, for the message.
+
+    Yields:
+        The lock file path.
+
+    Raises:
+        UsageError: another process holds the lock (exit code 2).
+    """
+    import fcntl
+
+    from tltk.errors import UsageError
+
+    os.makedirs(os.fspath(folder), exist_ok=True)
+    path = os.path.join(os.fspath(folder), LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise UsageError(f"{os.fspath(folder)} is locked by {what} (pid {owner}) using the same results folder",
+                             hint="wait for it to finish, or give this run another results folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield path
+    finally:
+        os.close(fd)

@@ -6,7 +6,8 @@ import json
 
 from click.testing import CliRunner
 
-from tltk.cli.app import DETECTNET_V2_COMMANDS, cli
+from tltk.cli.app import cli
+from tltk.models import MODELS
 from tltk.tensorrt.availability import tensorrt_version
 
 
@@ -22,4 +23,4 @@ def test_info_json_reports_backends_and_every_subtask() -> None:
     assert report["tensorrt"]["version"] == tensorrt_version()
     assert report["backends"]["tensorrt (.engine/.plan/.trt)"] is (
         report["tensorrt"]["version"] is not None and report["tensorrt"]["pycuda"] is not None)
-    assert sorted(report["subtasks"]["detectnet_v2"]) == sorted(DETECTNET_V2_COMMANDS)
+    assert sorted(report["subtasks"]["detectnet_v2"]) == sorted(MODELS["detectnet_v2"].COMMANDS)

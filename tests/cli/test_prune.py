@@ -80,9 +80,9 @@ def test_prune_writes_a_smaller_model_that_retrains_with_load_graph(trained, tmp
         np.testing.assert_allclose(value, want[name], atol=1e-5, rtol=1e-5)
 
     # retrain: the shipped retrain spec with its pretrained_model_file pointed at the pruned model
-    from tltk.spec import load_spec
+    from tltk.models import load_spec
 
-    spec = load_spec(repo_root / "specs" / "detectnet_v2" / "retrain_pruned.txt", kind="experiment",
+    spec = load_spec(repo_root / "specs" / "detectnet_v2" / "retrain_pruned.txt", model="detectnet_v2", kind="experiment",
                      overrides=[f"model_config.pretrained_model_file={out}"])
     assert spec.message.model_config.load_graph
     network, report = build_or_load_detectnet_v2_model(spec.message.model_config, len(CLASSES), (3, 272, 480),

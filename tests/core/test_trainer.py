@@ -56,6 +56,9 @@ class ToyTask:
         ds = ds.map(lambda i: (tf.gather(self.images, i), tf.gather(self.targets, i)))
         return ds.batch(global_batch_size, drop_remainder=True)
 
+    def training_forward(self, network: Any, images: Any, targets: Any, training: bool) -> Any:
+        return network(images, training=training)
+
     def loss_names(self) -> list[str]:
         return ["l2"]
 

@@ -51,6 +51,12 @@ NVINFER_CLASS_KEYS = {
 
 CLASSES = ["car", "cyclist", "pedestrian"]
 
+#: The tensor names and preprocessing each model's Task passes (TAO's values).
+DETECTNET_V2_TENSORS = {"input_blob_name": "input_1", "output_blob_names": ("output_cov/Sigmoid", "output_bbox/BiasAdd"),
+                        "net_scale_factor": 1.0 / 255.0}
+MASK_RCNN_TENSORS = {"input_blob_name": "Input", "output_blob_names": ("generate_detections", "mask_fcn_logits/BiasAdd"),
+                     "net_scale_factor": 0.017507, "offsets": (123.675, 116.28, 103.53)}
+
 
 def clustering(algorithm, eps=0.13, coverage=0.005, min_samples=1, dbscan_conf=0.9, nms_iou=0.5, nms_conf=0.2,
                min_height=20):
@@ -106,7 +112,7 @@ def test_detectnet_v2_every_key(tmp_path, algorithm, precision):
     config = detectnet_v2_nvinfer_config(
         str(out / "model.onnx"), CLASSES, (3, 384, 1248), precision=precision,
         calib_cache=str(out / "cal.bin") if precision == "int8" else None, clustering=params,
-        batch_size=4, config_dir=str(out))
+        batch_size=4, config_dir=str(out), **DETECTNET_V2_TENSORS)
     paths = write_deepstream_files(out, config, detectnet_v2_labels(CLASSES))
     ini = parse_ini(paths["config"])
     expected_property = {
@@ -151,10 +157,10 @@ def test_every_written_key_is_a_real_nvinfer_key(corpus_dir, tmp_path):
     written: set[str] = set()
     configs = [
         detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960), "int8", calib_cache="cal.bin",
-                                    clustering={"default": clustering("HYBRID")}, topk=20),
-        detectnet_v2_nvinfer_config("m.etlt", ["face"], (1, 80, 80), "fp16", key="nvidia_tlt", etlt_payload="uff"),
+                                    clustering={"default": clustering("HYBRID")}, topk=20, **DETECTNET_V2_TENSORS),
+        detectnet_v2_nvinfer_config("m.etlt", ["face"], (1, 80, 80), "fp16", key="nvidia_tlt", etlt_payload="uff", **DETECTNET_V2_TENSORS),
         mask_rcnn_nvinfer_config("m.etlt", ["person"], (3, 576, 960), "int8", key="nvidia_tlt", calib_cache="c.bin",
-                                 etlt_payload="uff"),
+                                 etlt_payload="uff", **MASK_RCNN_TENSORS),
     ]
     for index, config in enumerate(configs):
         write_nvinfer_config(tmp_path / f"{index}.txt", config)
@@ -172,9 +178,9 @@ def test_matches_the_peoplenet_sample_where_it_should(corpus_dir, tmp_path):
     """The values NVIDIA's PeopleNet sample uses for DetectNet_v2 preprocessing and outputs."""
     sample = parse_ini(corpus_dir / "deepstream" / "09_NVIDIA-AI-IOT__deepstream_tao_apps__config_infer_primary_peoplenet.txt")
     config = detectnet_v2_nvinfer_config("resnet34_peoplenet_int8.onnx", ["Person", "Bag", "Face"], (3, 544, 960),
-                                         "fp16", output_blob_names=("output_bbox/BiasAdd:0", "output_cov/Sigmoid:0"),
-                                         clustering={"default": clustering("NMS", nms_conf=0.2, nms_iou=0.5)},
-                                         topk=20)
+                                         "fp16", clustering={"default": clustering("NMS", nms_conf=0.2, nms_iou=0.5)}, topk=20,
+                                         **{**DETECTNET_V2_TENSORS,
+                                            "output_blob_names": ("output_bbox/BiasAdd:0", "output_cov/Sigmoid:0")})
     write_nvinfer_config(tmp_path / "c.txt", config)
     ours = parse_ini(tmp_path / "c.txt")
     for key in ("model-color-format", "network-mode", "num-detected-classes", "cluster-mode", "output-blob-names",
@@ -189,7 +195,7 @@ def test_mask_rcnn_keys_match_the_peoplesegnet_sample(corpus_dir, tmp_path):
     sample = parse_ini(corpus_dir / "deepstream" / "33_NVIDIA-AI-IOT__deepstream_python_apps__dstest_segmask_config.txt")
     config = mask_rcnn_nvinfer_config(str(tmp_path / "peoplesegnet_resnet50.etlt"), ["person"], (3, 576, 960), "fp16",
                                       key="nvidia_tlt", etlt_payload="uff", score_threshold=0.8,
-                                      config_dir=str(tmp_path))
+                                      config_dir=str(tmp_path), **MASK_RCNN_TENSORS)
     paths = write_deepstream_files(tmp_path, config, mask_rcnn_labels(["person"]))
     ours = parse_ini(paths["config"])
     assert ours["property"] == {
@@ -216,36 +222,36 @@ def test_mask_rcnn_keys_match_the_peoplesegnet_sample(corpus_dir, tmp_path):
 
 
 def test_mask_rcnn_int8_onnx(tmp_path):
-    config = mask_rcnn_nvinfer_config("m.onnx", ["BG", "person", "car"], (3, 832, 1344), "int8", calib_cache="cal.bin")
+    config = mask_rcnn_nvinfer_config("m.onnx", ["BG", "person", "car"], (3, 832, 1344), "int8", calib_cache="cal.bin", **MASK_RCNN_TENSORS)
     props = config.properties
     assert (props.onnx_file, props.int8_calib_file, props.network_mode, props.num_detected_classes) == \
         ("m.onnx", "cal.bin", 1, 3)
     assert props.uff_input_blob_name is None and props.tlt_model_key is None
-    qdq = mask_rcnn_nvinfer_config("m.onnx", ["person"], (3, 832, 1344), "int8", explicit_quantization=True)
+    qdq = mask_rcnn_nvinfer_config("m.onnx", ["person"], (3, 832, 1344), "int8", explicit_quantization=True, **MASK_RCNN_TENSORS)
     assert qdq.properties.int8_calib_file is None and qdq.properties.network_mode == 1
 
 
 def test_etlt_and_precision_errors():
     with pytest.raises(UsageError, match="needs the INT8 calibration cache"):
-        detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960), "int8")
-    qdq = detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960), "int8", explicit_quantization=True)
+        detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960), "int8", **DETECTNET_V2_TENSORS)
+    qdq = detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960), "int8", explicit_quantization=True, **DETECTNET_V2_TENSORS)
     assert qdq.properties.int8_calib_file is None and qdq.properties.network_mode == 1
     with pytest.raises(UsageError, match="its key"):
-        detectnet_v2_nvinfer_config("m.etlt", CLASSES, (3, 544, 960))
+        detectnet_v2_nvinfer_config("m.etlt", CLASSES, (3, 544, 960), **DETECTNET_V2_TENSORS)
     with pytest.raises(UsageError, match="unknown precision 'int4'"):
-        detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960), "int4")
+        detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960), "int4", **DETECTNET_V2_TENSORS)
     with pytest.raises(UsageError, match="substrings 'cov' and 'bbox'"):
-        detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960), output_blob_names=("a", "b"))
+        detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960), **{**DETECTNET_V2_TENSORS, "output_blob_names": ("a", "b")})
     with pytest.raises(UsageError, match=r"must be \.onnx or \.etlt"):
-        detectnet_v2_nvinfer_config("m.uff", CLASSES, (3, 544, 960))
+        detectnet_v2_nvinfer_config("m.uff", CLASSES, (3, 544, 960), **DETECTNET_V2_TENSORS)
     with pytest.raises(UsageError, match="class 'cyclist' has no clustering parameters"):
         detectnet_v2_nvinfer_config("m.onnx", CLASSES, (3, 544, 960),
-                                    clustering={"car": clustering("NMS"), "pedestrian": clustering("NMS")})
+                                    clustering={"car": clustering("NMS"), "pedestrian": clustering("NMS")}, **DETECTNET_V2_TENSORS)
 
 
 def test_uff_etlt_and_grayscale_keys():
     config = detectnet_v2_nvinfer_config("usa_pruned.etlt", ["lpd"], (1, 480, 640), "fp32", key="nvidia_tlt",
-                                         etlt_payload="uff", clustering=[clustering("NMS")])
+                                         etlt_payload="uff", clustering=[clustering("NMS")], **DETECTNET_V2_TENSORS)
     props = config.properties
     assert (props.tlt_encoded_model, props.tlt_model_key, props.uff_input_blob_name, props.uff_input_order) == \
         ("usa_pruned.etlt", "nvidia_tlt", "input_1", 0)

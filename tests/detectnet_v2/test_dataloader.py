@@ -177,10 +177,11 @@ def test_images_output_and_missing_images_reported(data_dir, tmp_path):
 def test_synthetic_kitti_converts_and_loads_with_every_augmentation(tmp_path):
     from tltk.data.synthetic import synthesize_kitti
     from tltk.detectnet_v2.dataset_convert import convert_dataset
-    from tltk.spec import load_spec, resolve_spec_path
+    from tltk.models import load_spec
+    from tltk.spec import resolve_spec_path
 
     synthesize_kitti(str(tmp_path / "syn"), num_images=8, image_size=(160, 96), seed=11)
-    loaded = load_spec(str(tmp_path / "syn" / "dataset_convert_spec.txt"), kind="dataset_convert")
+    loaded = load_spec(str(tmp_path / "syn" / "dataset_convert_spec.txt"), model="detectnet_v2", kind="dataset_convert")
     report = convert_dataset(loaded.message, str(tmp_path / "tfrecords" / "data"),
                              resolve=lambda v: resolve_spec_path(loaded, v))
     assert report.num_frames == 8 and not report.problems

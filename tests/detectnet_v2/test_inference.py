@@ -8,17 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tltk.detectnet_v2.inference import (
-    InferenceConfig,
-    list_images,
-    model_from_spec,
-    open_detector,
-    run_inference,
-    split_outputs,
-)
+from tltk.data.images import list_images
+from tltk.detectnet_v2.inference import InferenceConfig, model_from_spec, run_inference, split_outputs
 from tltk.detectnet_v2.postprocess import params_from_bbox_handler_config, postprocess
 from tltk.errors import EXIT_MISSING_DEPENDENCY, InvalidInputError, MissingDependencyError, UsageError
-from tltk.spec import load_spec
+from tltk.models import load_spec
+from tltk.runtime.backends import open_backend
 
 
 def _sigmoid(x: float) -> float:
@@ -79,9 +74,9 @@ def test_keras_and_onnxruntime_give_the_same_boxes(detectnet_v2_toy) -> None:
     params = params_from_bbox_handler_config(loaded.message.bbox_handler_config)
     found = {}
     for kind, path in (("keras", detectnet_v2_toy["tlt"]), ("onnxruntime", detectnet_v2_toy["onnx"])):
-        with open_detector(path) as runner:
+        with open_backend(path) as runner:
             assert runner.kind == kind and runner.input_shape_chw == (3, 64, 64)
-            cov, bbox = runner(images)
+            cov, bbox = split_outputs(runner.run(images))
         assert cov.shape == (8, 2, 4, 4) and bbox.shape == (8, 8, 4, 4)
         found[kind] = postprocess(cov, bbox, ["car", "pedestrian"], params, image_size=(64, 64))
     for keras_dets, onnx_dets in zip(found["keras"], found["onnxruntime"], strict=True):
@@ -156,4 +151,4 @@ def test_tensorrt_config_without_tensorrt(detectnet_v2_toy, tmp_path) -> None:
     assert info.value.exit_code == EXIT_MISSING_DEPENDENCY
     # -f tensorrt on a Keras model is a usage error.
     with pytest.raises(UsageError, match="tensorrt"):
-        open_detector(detectnet_v2_toy["tlt"], framework="tensorrt")
+        open_backend(detectnet_v2_toy["tlt"], framework="tensorrt")

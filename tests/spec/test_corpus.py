@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tltk.spec import check_spec, load_spec
+from tltk.models import check_spec, load_spec
 
 KINDS = {
     "detectnet_v2_train": ("detectnet_v2", "experiment"),

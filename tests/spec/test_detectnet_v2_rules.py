@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tltk.detectnet_v2 import spec as dn
-from tltk.spec import check_spec, load_spec
+from tltk.models import check_spec, load_spec
 
 
 @pytest.fixture()
@@ -18,13 +18,13 @@ def base(repo_root: Path) -> str:
 def _check(tmp_path: Path, text: str, **kw):
     path = tmp_path / "spec.txt"
     path.write_text(text)
-    return check_spec(path, **kw)
+    return check_spec(path, model="detectnet_v2", **kw)
 
 
 def test_base_spec_is_valid_and_accessors(base: str, tmp_path: Path) -> None:
     report = _check(tmp_path, base)
     assert report.valid, report.errors
-    loaded = load_spec(tmp_path / "spec.txt")
+    loaded = load_spec(tmp_path / "spec.txt", model="detectnet_v2")
     exp = loaded.message
     assert dn.cost_function_classes(exp) == ["car", "pedestrian"]
     assert dn.image_extension(exp.dataset_config) == ".png"
@@ -85,7 +85,7 @@ def test_schedule_and_model_checks(base: str, tmp_path: Path) -> None:
 
 def test_label_filter_checks(repo_root: Path, tmp_path: Path) -> None:
     text = (repo_root / "specs" / "detectnet_v2" / "label_filter_experiment.txt").read_text()
-    loaded = load_spec(repo_root / "specs" / "detectnet_v2" / "label_filter_experiment.txt")
+    loaded = load_spec(repo_root / "specs" / "detectnet_v2" / "label_filter_experiment.txt", model="detectnet_v2")
     cfgs = loaded.message.loss_mask_label_filter.objective_label_filter_configs
     assert [c.label_filter.WhichOneof("label_filter_params") for c in cfgs] == [
         "bbox_dimensions_label_filter", "bbox_crop_label_filter", "source_class_label_filter"]
@@ -98,7 +98,7 @@ def test_label_filter_checks(repo_root: Path, tmp_path: Path) -> None:
 
 def test_inference_checks(repo_root: Path, tmp_path: Path) -> None:
     text = (repo_root / "specs" / "detectnet_v2" / "hybrid_inference.txt").read_text()
-    loaded = load_spec(repo_root / "specs" / "detectnet_v2" / "hybrid_inference.txt")
+    loaded = load_spec(repo_root / "specs" / "detectnet_v2" / "hybrid_inference.txt", model="detectnet_v2")
     assert dn.classwise_config(loaded.message, "pedestrian").confidence_model == "mean_cov"
     assert dn.classwise_config(loaded.message, "car").clustering_config.clustering_algorithm == 2  # HYBRID
     bad = (text.replace('key: "default"', 'key: "truck"')

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tltk.spec import check_spec, detect_kind
+from tltk.models import check_spec, spec_catalog
+from tltk.spec import detect_kind
 from tltk.spec.textformat import parse_tree
 
 
@@ -19,7 +20,7 @@ from tltk.spec.textformat import parse_tree
 ])
 def test_kind_from_top_level_fields(text: str, model: str, kind: str) -> None:
     nodes, _ = parse_tree(text)
-    detection = detect_kind(model, nodes, text)
+    detection = detect_kind(spec_catalog(), model, nodes, text)
     assert detection.kind == kind and detection.confident and detection.foreign is None
 
 
@@ -41,6 +42,6 @@ def test_deepstream_ini_is_named(tmp_path: Path) -> None:
 
 def test_explicit_kind_that_does_not_fit_is_explained(repo_root: Path) -> None:
     path = repo_root / "specs" / "detectnet_v2" / "hybrid_inference.txt"
-    report = check_spec(path, kind="experiment")
+    report = check_spec(path, model="detectnet_v2", kind="experiment")
     assert report.kind == "experiment" and not report.valid
     assert "looks like a DetectNet_v2 inference spec (--kind inference)" in report.errors[0]

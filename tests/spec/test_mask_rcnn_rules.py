@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tltk.mask_rcnn import spec as mr
-from tltk.spec import MaskRCNNExperiment, check_spec, load_spec, parse_spec_text
+from tltk.models import check_spec, load_spec, parse_spec_text
+from tltk.spec import MaskRCNNExperiment
 
 
 def test_accessors_on_the_default_spec(repo_root: Path) -> None:

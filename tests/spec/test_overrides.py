@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tltk.errors import SpecError
-from tltk.spec import DetectNetExperiment, DetectNetInference, apply_override, check_spec, load_spec
+from tltk.models import check_spec, load_spec
+from tltk.spec import DetectNetExperiment, DetectNetInference, apply_override
 from tltk.spec.overrides import OverrideError
 
 
@@ -17,7 +18,7 @@ def nms_spec(repo_root: Path) -> Path:
 
 
 def test_scalar_enum_bool_string_nested(nms_spec: Path) -> None:
-    loaded = load_spec(nms_spec, overrides=[
+    loaded = load_spec(nms_spec, model="detectnet_v2", overrides=[
         "training_config.num_epochs=5",
         "evaluation_config.average_precision_mode=SAMPLE",
         "training_config.enable_qat=yes",
@@ -85,7 +86,7 @@ def test_bad_overrides_are_explained(expression: str, fragment: str) -> None:
 
 
 def test_override_problems_are_reported_with_the_rest(nms_spec: Path) -> None:
-    report = check_spec(nms_spec, overrides=["training_config.num_epoch=5",
+    report = check_spec(nms_spec, model="detectnet_v2", overrides=["training_config.num_epoch=5",
                                              "training_config.batch_size_per_gpu=0"])
     assert not report.valid
     assert any(e.startswith("--set training_config.num_epoch=5: unknown field 'num_epoch'")
@@ -94,4 +95,4 @@ def test_override_problems_are_reported_with_the_rest(nms_spec: Path) -> None:
     assert any(e.startswith("--set training_config.batch_size_per_gpu=0: training_config.batch_size_per_gpu: 0 is "
                             "invalid: must be > 0") for e in report.errors)
     with pytest.raises(SpecError):
-        load_spec(nms_spec, overrides=["training_config.num_epoch=5"])
+        load_spec(nms_spec, model="detectnet_v2", overrides=["training_config.num_epoch=5"])

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tltk.spec import fill_defaults, load_spec, resolved_text, write_resolved_spec
+from tltk.models import load_spec
+from tltk.spec import fill_defaults, resolved_text, write_resolved_spec
 
 
 def test_round_trip_with_defaults_filled(repo_root: Path, tmp_path: Path) -> None:
     src = repo_root / "specs" / "detectnet_v2" / "label_filter_experiment.txt"
-    loaded = load_spec(src)
+    loaded = load_spec(src, model="detectnet_v2")
     out = tmp_path / "deep" / "resolved.txt"
     write_resolved_spec(loaded.message, out)
     assert not [p for p in out.parent.iterdir() if p.name != "resolved.txt"]  # no temp file left
@@ -20,7 +21,7 @@ def test_round_trip_with_defaults_filled(repo_root: Path, tmp_path: Path) -> Non
     assert "checkpoint_interval: 10" in text
     # absent blocks stay absent, unselected oneof members stay unset
     assert "visualizer" not in text and "early_stopping_annealing_schedule" not in text
-    again = load_spec(out, kind="experiment")
+    again = load_spec(out, model="detectnet_v2", kind="experiment")
     assert again.message == fill_defaults(loaded.message)
     # every field reads the same as in the original
     assert resolved_text(again.message) == resolved_text(loaded.message)

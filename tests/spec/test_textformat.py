@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tltk.errors import SpecError
-from tltk.spec import DetectNetInference, MaskRCNNExperiment, parse_spec_text
+from tltk.models import parse_spec_text
+from tltk.spec import DetectNetInference, MaskRCNNExperiment
 from tltk.spec.schemas import DetectNetExperiment
 from tltk.spec.textformat import parse_tree, prescan, walk
 

@@ -1,7 +1,8 @@
 """Root command ``tltk <model> <subtask>``.
 
-The tables below are the only place where commands are wired: one literal dict per group,
-mapping a subtask name to the ``module:attribute`` of its click command.  Command modules
+Model groups come from the model table (:data:`tltk.models.MODELS`: each package lists its
+subtasks as ``module:attribute`` of their click commands); the utility groups are the literal
+tables below.  Command modules
 import only click at module level, so ``tltk --help`` never imports TensorFlow.
 """
 
@@ -14,23 +15,7 @@ import click
 from tltk import __version__
 from tltk.cli.common import TltkGroup
 from tltk.errors import EXIT_INTERRUPTED
-
-DETECTNET_V2_COMMANDS: dict[str, str] = {
-    "validate_spec": "tltk.cli.validate_spec:detectnet_v2_validate_spec",
-    "train": "tltk.cli.train:detectnet_v2_train",
-    "export": "tltk.cli.export:detectnet_v2_export",
-    "converter": "tltk.cli.converter:detectnet_v2_converter",
-    "dataset_convert": "tltk.cli.detectnet_v2_data:dataset_convert",
-    "calibration_tensorfile": "tltk.cli.detectnet_v2_data:calibration_tensorfile",
-    "prune": "tltk.cli.prune:detectnet_v2_prune",
-    "evaluate": "tltk.cli.evaluate:detectnet_v2_evaluate",
-    "inference": "tltk.cli.inference:detectnet_v2_inference",
-}
-
-MASK_RCNN_COMMANDS: dict[str, str] = {
-    "validate_spec": "tltk.cli.validate_spec:mask_rcnn_validate_spec",
-    "converter": "tltk.cli.converter:mask_rcnn_converter",
-}
+from tltk.models import MODELS
 
 DATASET_COMMANDS: dict[str, str] = {
     "synthesize": "tltk.cli.dataset:synthesize",
@@ -45,9 +30,9 @@ ROOT_COMMANDS: dict[str, str] = {
     "info": "tltk.cli.info:info",
 }
 
+#: One group per model of the model table, then the utility groups.
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
-    "detectnet_v2": ("DetectNet_v2 object detection (KITTI data).", DETECTNET_V2_COMMANDS),
-    "mask_rcnn": ("MaskRCNN instance segmentation (COCO data).", MASK_RCNN_COMMANDS),
+    **{name: (package.HELP, package.COMMANDS) for name, package in MODELS.items()},
     "dataset": ("Dataset utilities: synthetic KITTI/COCO data.", DATASET_COMMANDS),
     "model": ("Model-file utilities: decode legacy TAO .etlt/.tlt files, inspect containers.", MODEL_FILE_COMMANDS),
 }

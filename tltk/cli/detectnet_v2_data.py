@@ -32,7 +32,8 @@ from tltk.cli.common import CommandResult, set_option, tltk_command
 def dataset_convert(dataset_export_spec: str, output_filename: str, validation_fold: int | None,
                     results_dir: str | None, overrides: tuple[str, ...]) -> CommandResult:
     from tltk.detectnet_v2.dataset_convert import convert_dataset
-    from tltk.spec import load_spec, resolve_spec_path
+    from tltk.models import load_spec
+    from tltk.spec import resolve_spec_path
 
     loaded = load_spec(dataset_export_spec, model="detectnet_v2", kind="dataset_convert", overrides=overrides)
     report = convert_dataset(loaded.message, output_filename, validation_fold=validation_fold,
@@ -71,11 +72,11 @@ def calibration_tensorfile(experiment_spec_file: str, output_path: str, max_batc
     if os.path.exists(output_path) and not force:
         raise InvalidInputError(f"output TensorFile already exists: {output_path}",
                                 hint="choose another -o path, delete the file, or pass --force")
-    from tltk.detectnet_v2.dataloader import DetectNetV2Data
-    from tltk.spec import load_spec, resolve_spec_path
+    from tltk.models import load_spec, make_task
 
     loaded = load_spec(experiment_spec_file, model="detectnet_v2", kind="experiment", overrides=overrides)
-    data = DetectNetV2Data(loaded.message, resolve=lambda value: resolve_spec_path(loaded, value))
+    task = make_task("detectnet_v2", loaded)
+    data = task.data
     split = "val" if use_validation_set else "train"
     num_images = data.num_examples(split)
     batch = data.batch_size
@@ -90,12 +91,10 @@ def calibration_tensorfile(experiment_spec_file: str, output_path: str, max_batc
     elif max_batches > available:
         raise UsageError(f"--max_batches {max_batches} is more than the {available} batch(es) of {batch} that the "
                          f"{num_images} {split} image(s) give")
-    dataset = data.dataset(split, batch_size=batch, training=False, output="images", repeat=True,
-                           shuffle=not use_validation_set)
+    batches = task.calibration_batches(batch, max_batches, split)
     shape: tuple[int, ...] = ()
     with TensorFileWriter(output_path, overwrite=force) as writer:
-        for images in console.progress(dataset.take(max_batches), total=max_batches, desc="calibration", unit="batch"):
-            array = images.numpy()
+        for array in console.progress(batches, total=max_batches, desc="calibration", unit="batch"):
             shape = tuple(array.shape)
             writer.write_batch(array)
     summary = f"Wrote {max_batches} batch(es) of shape {shape} from the {split} data to {output_path}."

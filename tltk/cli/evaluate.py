@@ -67,7 +67,7 @@ def detectnet_v2_evaluate(spec: str, model: str | None, key: str | None, framewo
     from tltk import console
     from tltk.detectnet_v2.evaluate import evaluate_model, evaluate_prediction_files, write_report
     from tltk.metrics.detection_ap import format_ap_table
-    from tltk.spec import load_spec
+    from tltk.models import load_spec
 
     loaded = load_spec(spec, model="detectnet_v2", kind="experiment", overrides=overrides)
     if model:

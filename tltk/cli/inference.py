@@ -27,7 +27,7 @@ def detectnet_v2_inference(spec: str, input_path: str, output_dir: str | None, r
     if not out:
         raise UsageError("missing the output folder: -o/--inference_output (or -r/--results_dir)")
     from tltk.detectnet_v2.inference import run_inference
-    from tltk.spec import load_spec
+    from tltk.models import load_spec
 
     loaded = load_spec(spec, model="detectnet_v2", kind="inference", overrides=overrides)
     data = run_inference(loaded, input_path, out, key=key, batch_size=batch_size)

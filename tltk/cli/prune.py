@@ -1,6 +1,6 @@
 """``tltk detectnet_v2 prune``: remove low-magnitude filters, write a smaller model to retrain.
 
-``tltk detectnet_v2 prune -m MODEL -o OUTPUT [-k KEY] [-n max|L2] [-eq CRITERION] [-pg GRANULARITY]
+``tltk <model> prune -m MODEL -o OUTPUT [-k KEY] [-n max|L2] [-eq CRITERION] [-pg GRANULARITY]
 [-pth THRESHOLD] [-nf MIN_FILTERS] [-el LAYER ...]`` (TAO's flags; ``-pm`` is accepted for ``-m``).
 
 The model is loaded from any file ``tltk.modelfile.container.load_keras_model`` reads, pruned by
@@ -24,60 +24,68 @@ _NOT_CONTAINERS = (".hdf5", ".h5", ".keras", ".onnx", ".etlt", ".engine", ".plan
 _FILE_METADATA = ("container", "created", "tltk_version", "keras_version", "keras_model")
 
 
-@tltk_command("prune", help="Prune a trained model's filters (TAO's min_weight method) and write a smaller .tlt "
-                            "to retrain with model_config { load_graph: true }.")
-@click.option("-m", "-pm", "--model", "--pretrained_model", "model", required=True,
-              type=click.Path(dir_okay=False), help="Trained model (.tlt/.keras/.hdf5, or a legacy TAO .tlt with -k).")
-@click.option("-o", "--output_file", required=True, type=click.Path(dir_okay=False),
-              help="Pruned model to write (.tlt; added when the name has no extension).")
-@key_option()
-@click.option("-n", "--normalizer", default="max", show_default=True, metavar="max|L2",
-              help="Per-layer normalisation of the filter norms: max (divide by the layer's largest norm) or L2 "
-                   "(n*v/||v||, TAO's formula).")
-@click.option("-eq", "--equalization_criterion", default="union", show_default=True,
-              metavar="union|intersection|arithmetic_mean|geometric_mean",
-              help="How tied layers (element-wise merges, depthwise convs) merge their statistics: union, "
-                   "intersection, arithmetic_mean or geometric_mean.")
-@click.option("-pg", "--pruning_granularity", type=int, default=8, show_default=True,
-              help="Kept filter counts are multiples of this.")
-@click.option("-pth", "--pruning_threshold", type=float, default=0.1, show_default=True,
-              help="Normalised norm a filter must exceed to be kept, in [0, 1].")
-@click.option("-nf", "--min_num_filters", type=int, default=16, show_default=True,
-              help="Minimum number of filters kept per layer.")
-@click.option("-el", "--excluded_layers", multiple=True, metavar="LAYER",
-              help="Layer whose output channels are all kept (repeatable; TAO's `-el a b c` also works: the "
-                   "LAYER arguments).")
-@click.argument("more_excluded_layers", nargs=-1, metavar="[LAYER]...")
-def detectnet_v2_prune(model: str, output_file: str, key: str | None, normalizer: str,
-                       equalization_criterion: str, pruning_granularity: int, pruning_threshold: float,
-                       min_num_filters: int, excluded_layers: tuple[str, ...],
-                       more_excluded_layers: tuple[str, ...]) -> CommandResult:
-    from tltk import console
-    from tltk.core.pruning import PruningOptions
-    from tltk.errors import UsageError
+def make_prune_command(model_name: str) -> click.Command:
+    """The ``prune`` command of one model (TAO's flags; the Task says which layers to keep)."""
 
-    if more_excluded_layers and not excluded_layers:
-        raise UsageError(f"unexpected argument(s) {' '.join(more_excluded_layers)}",
-                         hint="layer names to keep go after -el/--excluded_layers")
-    names = [name for item in (*excluded_layers, *more_excluded_layers) for name in item.split(",") if name]
-    options = PruningOptions(
-        normalizer={"l2": "L2", "max": "max"}.get(normalizer.lower(), normalizer),
-        equalization_criterion=equalization_criterion.lower(),
-        pruning_granularity=pruning_granularity,
-        pruning_threshold=pruning_threshold,
-        min_num_filters=min_num_filters,
-        excluded_layers=tuple(dict.fromkeys(names)),
-    )
-    options.check()
-    output = _output_path(output_file, model)
-    report = _prune(model, output, key, options)
-    for line in report.summary_lines():
-        console.echo(line)
-    data: dict[str, Any] = {"model": model, "output": output, **report.to_dict()}
-    pruned = len(report.pruned_layers())
-    summary = (f"{output}: {pruned} of {len(report.layers)} layers pruned, parameters {report.params_before:,} -> "
-               f"{report.params_after:,} (ratio {report.pruning_ratio:.4f}); retrain with load_graph: true")
-    return CommandResult(summary, data)
+    @tltk_command("prune", help="Prune a trained model's filters (TAO's min_weight method) and write a smaller .tlt "
+                                "to retrain with model_config { load_graph: true }.")
+    @click.option("-m", "-pm", "--model", "--pretrained_model", "model", required=True,
+                  type=click.Path(dir_okay=False), help="Trained model (.tlt/.keras/.hdf5, or a legacy TAO .tlt with -k).")
+    @click.option("-o", "--output_file", required=True, type=click.Path(dir_okay=False),
+                  help="Pruned model to write (.tlt; added when the name has no extension).")
+    @key_option()
+    @click.option("-n", "--normalizer", default="max", show_default=True, metavar="max|L2",
+                  help="Per-layer normalisation of the filter norms: max (divide by the layer's largest norm) or L2 "
+                       "(n*v/||v||, TAO's formula).")
+    @click.option("-eq", "--equalization_criterion", default="union", show_default=True,
+                  metavar="union|intersection|arithmetic_mean|geometric_mean",
+                  help="How tied layers (element-wise merges, depthwise convs) merge their statistics: union, "
+                       "intersection, arithmetic_mean or geometric_mean.")
+    @click.option("-pg", "--pruning_granularity", type=int, default=8, show_default=True,
+                  help="Kept filter counts are multiples of this.")
+    @click.option("-pth", "--pruning_threshold", type=float, default=0.1, show_default=True,
+                  help="Normalised norm a filter must exceed to be kept, in [0, 1].")
+    @click.option("-nf", "--min_num_filters", type=int, default=16, show_default=True,
+                  help="Minimum number of filters kept per layer.")
+    @click.option("-el", "--excluded_layers", multiple=True, metavar="LAYER",
+                  help="Layer whose output channels are all kept (repeatable; TAO's `-el a b c` also works: the "
+                       "LAYER arguments).")
+    @click.argument("more_excluded_layers", nargs=-1, metavar="[LAYER]...")
+    def command(model: str, output_file: str, key: str | None, normalizer: str,
+                           equalization_criterion: str, pruning_granularity: int, pruning_threshold: float,
+                           min_num_filters: int, excluded_layers: tuple[str, ...],
+                           more_excluded_layers: tuple[str, ...]) -> CommandResult:
+        from tltk import console
+        from tltk.core.pruning import PruningOptions
+        from tltk.errors import UsageError
+
+        if more_excluded_layers and not excluded_layers:
+            raise UsageError(f"unexpected argument(s) {' '.join(more_excluded_layers)}",
+                             hint="layer names to keep go after -el/--excluded_layers")
+        names = [name for item in (*excluded_layers, *more_excluded_layers) for name in item.split(",") if name]
+        options = PruningOptions(
+            normalizer={"l2": "L2", "max": "max"}.get(normalizer.lower(), normalizer),
+            equalization_criterion=equalization_criterion.lower(),
+            pruning_granularity=pruning_granularity,
+            pruning_threshold=pruning_threshold,
+            min_num_filters=min_num_filters,
+            excluded_layers=tuple(dict.fromkeys(names)),
+        )
+        options.check()
+        output = _output_path(output_file, model)
+        report = _prune(model_name, model, output, key, options)
+        for line in report.summary_lines():
+            console.echo(line)
+        data: dict[str, Any] = {"model": model, "output": output, **report.to_dict()}
+        pruned = len(report.pruned_layers())
+        summary = (f"{output}: {pruned} of {len(report.layers)} layers pruned, parameters {report.params_before:,} -> "
+                   f"{report.params_after:,} (ratio {report.pruning_ratio:.4f}); retrain with load_graph: true")
+        return CommandResult(summary, data)
+
+    return command
+
+
+detectnet_v2_prune = make_prune_command("detectnet_v2")
 
 
 def _output_path(output_file: str, model: str) -> str:
@@ -96,30 +104,21 @@ def _output_path(output_file: str, model: str) -> str:
     return output_file
 
 
-def _prune(model_path: str, output: str, key: str | None, options: Any) -> Any:
-    """Load, check that it is a DetectNet_v2 model, prune with the heads protected, save."""
+def _prune(model_name: str, model_path: str, output: str, key: str | None, options: Any) -> Any:
+    """Load through the model's Task, prune with the layers it protects, save with its metadata."""
     from tltk.core.pruning import prune_model
-    from tltk.detectnet_v2.model import HEAD_NAMES, INPUT_NAME
-    from tltk.errors import InvalidInputError
-    from tltk.modelfile.container import load_keras_model, save_keras_model
+    from tltk.modelfile.container import save_keras_model
+    from tltk.models import task_for_model_file
 
-    model, info = load_keras_model(model_path, key)
-    kind = info.get("model_kind")
-    if kind not in (None, "detectnet_v2"):
-        raise InvalidInputError(f"{model_path} holds a {kind} model, not a DetectNet_v2 model",
-                                hint=f"prune it with `tltk {kind} prune`")
-    names = {layer.name for layer in model.layers}
-    missing = [name for name in HEAD_NAMES if name not in names]
-    if missing:
-        raise InvalidInputError(f"{model_path} is not a DetectNet_v2 model: it has no {' / '.join(missing)} layer")
-    pruned, report = prune_model(model, options, protected_layers=HEAD_NAMES)
-
+    task, model, info = task_for_model_file(model_name, model_path, key)
+    pruned, report = prune_model(model, options, protected_layers=task.pruning_protected_layers(model))
     if isinstance(info.get("container"), dict):  # a tltk container: keep its metadata
         metadata = {k: v for k, v in info.items() if k not in _FILE_METADATA}
     else:
-        metadata = {"model_kind": "detectnet_v2", "input_name": INPUT_NAME,
-                    "input_shape": [int(d) for d in model.inputs[0].shape[1:]]}
-    metadata.setdefault("model_kind", "detectnet_v2")
+        signature = task.export_signature(model)
+        metadata = {"model_kind": model_name, "input_name": signature.input_name,
+                    "input_shape": list(signature.input_chw)}
+    metadata.setdefault("model_kind", model_name)
     summary = report.to_dict()
     metadata["pruned"] = {"source": os.path.basename(model_path), **{k: v for k, v in summary.items() if k != "layers"},
                           "filters": {layer["name"]: [layer["filters_before"], layer["filters_after"]]

@@ -27,7 +27,8 @@ def _make_train_command(model: str) -> click.Command:
     @tltk_command("train", help=f"Train a {model} model from an experiment spec (resumes automatically).")
     @click.option("-e", "--experiment_spec_file", "--experiment_spec", "spec", required=True,
                   type=click.Path(dir_okay=False), help="Experiment spec (TAO text format).")
-    @click.option("-r", "--results_dir", default=None, help="Output folder (default results/<spec stem>).")
+    @click.option("-r", "-d", "--results_dir", "--model_dir", "results_dir", default=None,
+                  help="Output folder (default results/<spec stem>); -d/--model_dir as TAO's MaskRCNN.")
     @click.option("-n", "--model_name", default="model", show_default=True, help="Final model file stem.")
     @key_option()
     @click.option("--gpus", type=int, default=1, show_default=True, help="Number of GPUs (MirroredStrategy).")
@@ -39,7 +40,8 @@ def _make_train_command(model: str) -> click.Command:
     def command(spec: str, results_dir: str | None, model_name: str, key: str | None, gpus: int,
                 gpu_index: list[int] | None, use_amp: bool, enable_determinism: bool, no_resume: bool,
                 overrides: tuple[str, ...]) -> CommandResult:
-        from tltk.spec import load_spec, write_resolved_spec
+        from tltk.models import load_spec
+        from tltk.spec import write_resolved_spec
 
         loaded = load_spec(spec, model=model, kind="experiment", overrides=overrides)
         out = os.path.abspath(default_results_dir(spec, results_dir))
@@ -48,8 +50,12 @@ def _make_train_command(model: str) -> click.Command:
         if enable_determinism:
             os.environ["TF_DETERMINISTIC_OPS"] = "1"
             os.environ["TF_CUDNN_DETERMINISTIC"] = "1"
-        task = _task(model, loaded, key)
-        _seed(loaded.message)
+        from tltk.models import make_task
+
+        task = make_task(model, loaded, key=key)
+        import keras
+
+        keras.utils.set_random_seed(task.random_seed())
         from tltk.core.trainer import train
 
         report = train(task, out, model_name=model_name, key=key, use_amp=use_amp, gpus=gpus,
@@ -67,24 +73,14 @@ def _make_train_command(model: str) -> click.Command:
         summary = f"model: {report.model_path}"
         if "val_mAP" in m:
             summary += f"; validation mAP {100 * m['val_mAP']:.2f}%"
+        if "val_AP50" in m:
+            summary += f"; validation bbox AP50 {m['val_AP50']:.4f}"
+            if "val_mask_AP50" in m:
+                summary += f", mask AP50 {m['val_mask_AP50']:.4f}"
         return CommandResult(summary, data)
 
     return command
 
 
-def _task(model: str, loaded: Any, key: str | None) -> Any:
-    if model == "detectnet_v2":
-        from tltk.detectnet_v2.task import DetectNetV2Task
-
-        return DetectNetV2Task(loaded, key=key)
-    raise click.UsageError(f"training is not available for {model}")
-
-
-def _seed(message: Any) -> None:
-    import keras
-
-    seed = int(getattr(message, "random_seed", 0) or 0)
-    keras.utils.set_random_seed(seed)
-
-
 detectnet_v2_train = _make_train_command("detectnet_v2")
+mask_rcnn_train = _make_train_command("mask_rcnn")

@@ -19,7 +19,7 @@ KIND_CHOICES = ("experiment", "inference", "dataset_convert")
 
 def _run(model: str, experiment_spec_file: str, kind: str | None, check_paths: bool,
          overrides: tuple[str, ...]) -> CommandResult:
-    from tltk.spec import check_spec
+    from tltk.models import check_spec
 
     report = check_spec(experiment_spec_file, model=model, kind=kind, overrides=overrides,
                         check_paths=check_paths)

@@ -43,7 +43,11 @@ def _scalar(value: Any) -> float:
 
 class ProgressCallback(keras.callbacks.Callback):
     """A per-cycle progress bar (losses, learning rate, ETA) on an interactive stderr, and TAO's
-    one-line ``Epoch e/N: loss: ... learning rate: ... Time taken: ... ETA: ...`` log per cycle."""
+    one-line ``Epoch e/N: loss: ... learning rate: ... Time taken: ... ETA: ...`` log per cycle.
+
+    With ``plan.log_every_steps`` it also logs every that many global steps (MaskRCNN's
+    ``logging_frequency``): the step, every loss of the logs, the learning rate and samples/sec.
+    """
 
     def __init__(self, plan: TrainingPlan) -> None:
         super().__init__()
@@ -52,6 +56,8 @@ class ProgressCallback(keras.callbacks.Callback):
         self._cycle_start = 0.0
         self._run_start = 0.0
         self._first_cycle = 0
+        self._step = 0
+        self._since = 0.0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._run_start = time.monotonic()
@@ -61,6 +67,8 @@ class ProgressCallback(keras.callbacks.Callback):
         if self._first_cycle < 0:
             self._first_cycle = epoch
         self._cycle_start = time.monotonic()
+        self._step = epoch * self.plan.steps_per_cycle
+        self._since = self._cycle_start
         if console.progress_enabled():
             import sys
 
@@ -71,9 +79,19 @@ class ProgressCallback(keras.callbacks.Callback):
                              unit="step")
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        self._step += 1
+        every = self.plan.log_every_steps
+        if every > 0 and self._step % every == 0:
+            now = time.monotonic()
+            rate = every * self.plan.batch_size / max(now - self._since, 1e-9)
+            self._since = now
+            losses = ", ".join(f"{name}: {_scalar(value):.5f}" for name, value in logs.items()
+                               if name.endswith("loss"))
+            log.info("step %d/%d: %s, learning rate: %.6g, samples/sec: %.2f", self._step, self.plan.total_steps,
+                     losses, _scalar(logs.get("learning_rate")), rate)
         if self._bar is None:
             return
-        logs = logs or {}
         self._bar.update(1)
         self._bar.set_postfix(loss=f"{_scalar(logs.get('loss')):.5f}", lr=f"{_scalar(logs.get('learning_rate')):.2e}",
                               refresh=False)

@@ -20,6 +20,7 @@ from tltk.core import checkpoints
 from tltk.core.callbacks import ProgressCallback, RunRecorder
 from tltk.core.distribution import is_chief, make_strategy
 from tltk.core.task import CostScaling, Task
+from tltk.fileio import folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,13 @@ log = logging.getLogger(__name__)
 class TaskModel(keras.Model):
     """Wraps a task's inference network so that ``fit()`` optimises the task's loss.
 
+    The forward pass is the task's :meth:`~tltk.core.task.Task.training_forward` (images and
+    targets: a two-stage model samples ROIs from the ground truth); the variables optimised
+    are the inference network's.
+
     Args:
         network: the Keras inference network (NCHW images in, task outputs out).
-        task: the task providing ``compute_loss``.
+        task: the task providing ``training_forward`` and ``compute_loss``.
         loss_names: names of the loss components returned by ``compute_loss``.
         cost_scaling: TAO-style cost scaling, or None.
     """
@@ -63,7 +68,7 @@ class TaskModel(keras.Model):
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _forward_losses(self, images: Any, targets: Any, training: bool) -> tuple[Any, Any, Any, dict[str, Any]]:
-        outputs = self.network(images, training=training)
+        outputs = self.task.training_forward(self.network, images, targets, training)
         outputs = tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), outputs)
         task_loss, components = self.task.compute_loss(outputs, targets)
         reg = tf.add_n([tf.cast(v, tf.float32) for v in self.network.losses]) if self.network.losses else tf.constant(0.0)
@@ -164,10 +169,16 @@ def train(task: Task, results_dir: str, model_name: str = "model", key: str | No
     Returns:
         A :class:`TrainReport`.
     """
-    from tltk.modelfile.container import save_keras_model
-
     started = time.monotonic()
     os.makedirs(results_dir, exist_ok=True)
+    with folder_lock(results_dir, "another training run"):
+        return _train_locked(task, results_dir, model_name, key, use_amp, gpus, gpu_index, resume, strategy, started)
+
+
+def _train_locked(task: Task, results_dir: str, model_name: str, key: str | None, use_amp: bool, gpus: int,
+                  gpu_index: list[int] | None, resume: bool, strategy: Any, started: float) -> TrainReport:
+    from tltk.modelfile.container import save_keras_model
+
     strategy = strategy or make_strategy(gpus, gpu_index)
     chief = is_chief(strategy)
     previous_policy = keras.mixed_precision.global_policy()
@@ -181,7 +192,7 @@ def train(task: Task, results_dir: str, model_name: str = "model", key: str | No
             cost_scaling = task.cost_scaling()
             if use_amp and cost_scaling is None:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            loss_names = list(getattr(task, "loss_names", lambda: [])())
+            loss_names = list(task.loss_names())
             model = TaskModel(network, task, loss_names, cost_scaling)
             model.compile(optimizer=optimizer, jit_compile=False)
             optimizer.build(model.trainable_variables)

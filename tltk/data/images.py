@@ -1,8 +1,16 @@
-"""Reading images into network input: the one preprocessing used by inference and calibration."""
+"""Reading images into network input: the one preprocessing used by inference and calibration.
+
+A model's :class:`Preprocessing` (given by its Task) says how an 8-bit RGB image becomes the
+network's NCHW float input: resized to the network size (stretched, or letterboxed: aspect
+kept, padded bottom/right), then ``(pixel - mean[c]) / std[c]``.  The same object gives
+DeepStream's ``net-scale-factor`` and ``offsets`` and maps detections back to original pixels.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,27 +44,140 @@ def load_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
     return array if channels == 3 else array[:, :, None]
 
 
-def to_network_input(image: np.ndarray, input_chw: tuple[int, int, int]) -> np.ndarray:
-    """Resize (bilinear) to the network's (W, H), scale to [0, 1] and make it CHW float32.
+@dataclass(frozen=True)
+class ImageTransform:
+    """Where an original image sits in the network input.
+
+    Attributes:
+        original_hw: ``(height, width)`` of the original image in pixels.
+        scaled_hw: ``(height, width)`` of the resized image inside the network input (before
+            padding; the whole input when stretching).
+        scale_yx: network pixels per original pixel, vertically and horizontally.
+    """
+
+    original_hw: tuple[int, int]
+    scaled_hw: tuple[int, int]
+    scale_yx: tuple[float, float]
+
+    def to_original(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Map ``[..., 4]`` boxes (x1, y1, x2, y2) from network pixels to original pixels, clipped."""
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64).copy()
+        sy, sx = self.scale_yx
+        boxes[..., 0::2] /= sx
+        boxes[..., 1::2] /= sy
+        h, w = self.original_hw
+        boxes[..., 0::2] = np.clip(boxes[..., 0::2], 0, w)
+        boxes[..., 1::2] = np.clip(boxes[..., 1::2], 0, h)
+        return boxes
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """An 8-bit image -> network input: resize, then ``(pixel - mean[c]) / std[c]``, NCHW.
+
+    Attributes:
+        input_chw: network input ``(C, H, W)``; C is 3 (RGB) or 1 (grey).
+        mean: per-channel value subtracted, in 8-bit pixel units.
+        std: per-channel divisor, in 8-bit pixel units.
+        letterbox: keep the aspect ratio (scale = min(H/h, W/w), scaled size floored) and pad
+            bottom/right with zeros after normalisation; else stretch to (W, H).
+    """
+
+    input_chw: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    letterbox: bool = False
+
+    @property
+    def net_scale_factor(self) -> float:
+        """DeepStream's single ``net-scale-factor`` (1 / std; its channels must share one std)."""
+        if len(set(self.std)) != 1:
+            raise ValueError(f"DeepStream has one scale factor; this preprocessing has per-channel std {self.std}")
+        return 1.0 / float(self.std[0])
+
+    @property
+    def offsets(self) -> tuple[float, ...]:
+        """DeepStream's per-channel ``offsets`` (the mean, 8-bit units)."""
+        return tuple(float(m) for m in self.mean)
+
+    def transform_for(self, original_hw: tuple[int, int]) -> ImageTransform:
+        """Where an image of ``original_hw`` lands in the network input."""
+        _, height, width = self.input_chw
+        h, w = int(original_hw[0]), int(original_hw[1])
+        if not self.letterbox:
+            return ImageTransform((h, w), (height, width), (height / h, width / w))
+        scale = min(height / h, width / w)
+        scaled = (min(height, max(1, math.floor(scale * h))), min(width, max(1, math.floor(scale * w))))
+        return ImageTransform((h, w), scaled, (scale, scale))
+
+    def apply(self, image: np.ndarray) -> tuple[np.ndarray, ImageTransform]:
+        """Preprocess one uint8 ``(h, w, C)`` image.
+
+        Returns:
+            ``(chw, transform)``: float32 ``(C, H, W)`` network input and where the image sits in it.
+        """
+        from PIL import Image
+
+        c, height, width = self.input_chw
+        transform = self.transform_for((image.shape[0], image.shape[1]))
+        sh, sw = transform.scaled_hw
+        if (image.shape[0], image.shape[1]) != (sh, sw):
+            pil = Image.fromarray(image[:, :, 0] if c == 1 else image)
+            image = np.asarray(pil.resize((sw, sh), Image.BILINEAR), dtype=np.uint8)
+            if c == 1:
+                image = image[:, :, None]
+        mean = np.asarray(self.mean, np.float32).reshape(c, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(c, 1, 1)
+        chw = (image.transpose(2, 0, 1).astype(np.float32) - mean) / std
+        if (sh, sw) != (height, width):
+            padded = np.zeros((c, height, width), np.float32)
+            padded[:, :sh, :sw] = chw
+            chw = padded
+        return np.ascontiguousarray(chw, dtype=np.float32), transform
+
+    def load(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageTransform]:
+        """:func:`load_image` then :meth:`apply`."""
+        return self.apply(load_image(path, self.input_chw[0]))
+
+    def batch(self, paths: list[str]) -> np.ndarray:
+        """``[N, C, H, W]`` float32 batch of image files (calibration)."""
+        return np.stack([self.load(p)[0] for p in paths])
+
+
+def list_images(input_path: str | os.PathLike[str]) -> list[str]:
+    """The images to run on: one file, or a folder's image files sorted by name.
+
+    Files in a folder are kept when their lower-cased extension is one of
+    :data:`tltk.data.images.IMAGE_EXTENSIONS` (``.jpg .jpeg .png .ppm .bmp``); sub-folders are
+    not searched.
 
     Args:
-        image: uint8 (h, w, C) image.
-        input_chw: network input (C, H, W).
+        input_path: an image file or a folder.
 
     Returns:
-        float32 array (C, H, W) with values in [0, 1].
+        Absolute image paths.
+
+    Raises:
+        InvalidInputError: the path does not exist, a folder holds no image, or two images
+            share a file stem (their label files would collide).
     """
-    from PIL import Image
-
-    c, h, w = input_chw
-    if image.shape[0] != h or image.shape[1] != w:
-        pil = Image.fromarray(image[:, :, 0] if c == 1 else image)
-        image = np.asarray(pil.resize((w, h), Image.BILINEAR), dtype=np.uint8)
-        if c == 1:
-            image = image[:, :, None]
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
-
-
-def preprocess_file(path: str | os.PathLike[str], input_chw: tuple[int, int, int]) -> np.ndarray:
-    """``load_image`` then ``to_network_input``: (C, H, W) float32 in [0, 1]."""
-    return to_network_input(load_image(path, input_chw[0]), input_chw)
+    path = os.fspath(input_path)
+    if os.path.isfile(path):
+        return [os.path.abspath(path)]
+    if not os.path.isdir(path):
+        raise InvalidInputError(f"-i: {path}: no such image file or folder")
+    files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                   if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(path, f)))
+    if not files:
+        raise InvalidInputError(f"-i: {path} holds no image ({' '.join(IMAGE_EXTENSIONS)})")
+    stems: dict[str, str] = {}
+    clashes = []
+    for f in files:
+        stem = os.path.splitext(os.path.basename(f))[0]
+        if stem in stems:
+            clashes.append(f"{os.path.basename(stems[stem])} and {os.path.basename(f)}")
+        stems[stem] = f
+    if clashes:
+        raise InvalidInputError(f"-i: images with the same name would write the same label file: {'; '.join(clashes)}",
+                                hint="rename one of each pair")
+    return [os.path.abspath(f) for f in files]

@@ -39,15 +39,6 @@ COLOR_FORMATS = {"rgb": 0, "bgr": 1, "gray": 2}
 #: ``network-type`` values.
 NETWORK_TYPE_DETECTOR, NETWORK_TYPE_INSTANCE_SEGMENTATION = 0, 3
 
-DETECTNET_V2_INPUT = "input_1"
-DETECTNET_V2_OUTPUTS = ("output_cov/Sigmoid", "output_bbox/BiasAdd")
-#: DetectNet_v2 preprocessing: RGB / 255, no mean.
-DETECTNET_V2_NET_SCALE_FACTOR = 1.0 / 255.0
-MASK_RCNN_INPUT = "Input"
-MASK_RCNN_OUTPUTS = ("generate_detections", "mask_fcn_logits/BiasAdd")
-#: MaskRCNN preprocessing: (x - 255 * mean) / (255 * 0.224), the value TAO writes.
-MASK_RCNN_NET_SCALE_FACTOR = 0.017507
-MASK_RCNN_OFFSETS = (123.675, 116.28, 103.53)
 #: The MaskRCNN box/mask parser for ``mask_fcn_logits/BiasAdd`` outputs.
 MASK_RCNN_PARSE_FUNC = "NvDsInferParseCustomMrcnnTLTV2"
 #: DeepStream's stock custom-parser library; it contains ``NvDsInferParseCustomMrcnnTLTV2`` (the
@@ -524,11 +515,10 @@ def _check_common(input_chw: Sequence[int], batch_size: int) -> tuple[int, int, 
 def detectnet_v2_nvinfer_config(model_file: str, class_names: Sequence[str], input_chw: Sequence[int],
                                 precision: str = "fp32", key: str | None = None, calib_cache: str | None = None,
                                 explicit_quantization: bool = False,
-                                clustering: Mapping[str, Any] | Sequence[Any] | None = None,
-                                output_blob_names: Sequence[str] = DETECTNET_V2_OUTPUTS,
-                                input_blob_name: str = DETECTNET_V2_INPUT, etlt_payload: str = "onnx",
-                                net_scale_factor: float = DETECTNET_V2_NET_SCALE_FACTOR,
-                                offsets: Sequence[float] | None = None, color_format: str | None = None,
+                                clustering: Mapping[str, Any] | Sequence[Any] | None = None, *,
+                                output_blob_names: Sequence[str], input_blob_name: str, net_scale_factor: float,
+                                offsets: Sequence[float] | None = None, etlt_payload: str = "onnx",
+                                color_format: str | None = None,
                                 batch_size: int = 1, gpu_id: int = 0, topk: int | None = None,
                                 config_dir: str | None = None, labels_file: str = "labels.txt",
                                 engine_file: str | None = None) -> NvinferConfig:
@@ -600,12 +590,10 @@ def detectnet_v2_nvinfer_config(model_file: str, class_names: Sequence[str], inp
 
 def mask_rcnn_nvinfer_config(model_file: str, class_names: Sequence[str], input_chw: Sequence[int],
                              precision: str = "fp32", key: str | None = None, calib_cache: str | None = None,
-                             explicit_quantization: bool = False,
-                             output_blob_names: Sequence[str] = MASK_RCNN_OUTPUTS,
-                             input_blob_name: str = MASK_RCNN_INPUT, etlt_payload: str = "onnx",
+                             explicit_quantization: bool = False, *,
+                             output_blob_names: Sequence[str], input_blob_name: str, net_scale_factor: float,
+                             offsets: Sequence[float], etlt_payload: str = "onnx",
                              score_threshold: float = MASK_RCNN_SCORE_THRESHOLD,
-                             net_scale_factor: float = MASK_RCNN_NET_SCALE_FACTOR,
-                             offsets: Sequence[float] = MASK_RCNN_OFFSETS,
                              maintain_aspect_ratio: bool = True,
                              custom_lib_path: str = DEEPSTREAM_CUSTOM_PARSER_LIB,
                              parse_func_name: str = MASK_RCNN_PARSE_FUNC, batch_size: int = 1, gpu_id: int = 0,

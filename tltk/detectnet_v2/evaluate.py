@@ -87,7 +87,7 @@ def _split(use_training_set: bool) -> str:
 
 def evaluate_model(loaded: Any, model: str, key: str | None = None, framework: str | None = None,
                    use_training_set: bool = False, batch_size: int | None = None) -> EvaluationReport:
-    """Evaluate a model file on the spec's validation (or training) split.
+    """Evaluate a model file on the spec's validation (or training) split, through the Task.
 
     Args:
         loaded: the loaded experiment spec (:class:`tltk.spec.LoadedSpec`).
@@ -107,37 +107,35 @@ def evaluate_model(loaded: Any, model: str, key: str | None = None, framework: s
         UsageError: a framework that cannot run the file, or a non-positive batch size.
         MissingDependencyError: TensorRT needed and missing (exit code 3).
     """
-    from tltk.detectnet_v2.evaluation import evaluate_split
-    from tltk.detectnet_v2.inference import open_detector, resolve_framework
-    from tltk.detectnet_v2.task import DetectNetV2Task
+    from tltk.models import make_task
+    from tltk.runtime.backends import open_backend, resolve_framework
 
     resolve_framework(model, framework)
     if not os.path.isfile(model):
         raise InvalidInputError(f"-m: {model}: no such model file")
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch_size must be positive, got {batch_size}")
-    task = DetectNetV2Task(loaded, key=key)
+    metadata = _saved_metadata(model, key)
+    task = make_task("detectnet_v2", loaded, key=key)
     split = _split(use_training_set)
-    c, h, w = task.input_shape
-    with open_detector(model, key, framework, input_size=(w, h)) as runner:
-        _check_input(runner.input_shape_chw, task.input_shape, model)
+    with open_backend(model, key, framework=framework, input_chw=task.input_shape, model="detectnet_v2") as backend:
+        _check_input(backend.input_shape_chw, task.input_shape, model)
         size = batch_size or task.data.batch_size
-        if runner.max_batch_size:
-            size = min(size, runner.max_batch_size)
+        if backend.max_batch_size:
+            size = min(size, backend.max_batch_size)
         seconds_per_image: list[float] = []
 
-        def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def predict(images: np.ndarray) -> Any:
             started = time.perf_counter()
-            out = runner(images)
+            out = backend.run(images)
             seconds_per_image.append((time.perf_counter() - started) / max(len(images), 1))
             return out
 
-        evaluation = evaluate_split(predict, task.data, split, batch_size=size,
-                                    cost_fn=task.cost_fn(_saved_cost_state(model, key)))
-        backend = runner.describe()
-    source = {"model": os.path.abspath(model), "backend": backend["kind"], "batch_size": size}
+        evaluation = task.evaluate(predict, split, batch_size=size, model_metadata=metadata)
+        kind = backend.kind
+    source = {"model": os.path.abspath(model), "backend": kind, "batch_size": size}
     median = float(np.median(seconds_per_image)) if seconds_per_image else None
-    return EvaluationReport(evaluation.result, split, source, evaluation.validation_cost, median)
+    return EvaluationReport(evaluation.details["result"], split, source, evaluation.details["validation_cost"], median)
 
 
 def _check_input(model_chw: tuple[int, ...], spec_chw: tuple[int, int, int], path: str) -> None:
@@ -303,11 +301,10 @@ def write_report(report: EvaluationReport, results_dir: str) -> dict[str, str]:
     return {"report": report_path, "pr_curves": plot_path}
 
 
-def _saved_cost_state(model: str, key: str | None) -> dict[str, Any] | None:
-    """The objective weights a tltk ``.tlt`` was trained to (None for other files)."""
+def _saved_metadata(model: str, key: str | None) -> dict[str, Any]:
+    """The metadata of a tltk container (trained objective weights...); empty for other files."""
     from tltk.modelfile.container import container_info, read_metadata
 
     if container_info(model) is None:
-        return None
-    state = read_metadata(model, key).get("cost_state")
-    return state if isinstance(state, dict) else None
+        return {}
+    return dict(read_metadata(model, key))

@@ -55,11 +55,9 @@ class SplitEvaluation:
 
 
 def bbox_scale_offset(experiment: Any) -> tuple[float, float]:
-    """The bbox objective's ``scale`` and ``offset`` (35.0 and 0.5 when unset)."""
+    """The bbox objective's ``scale`` and ``offset`` (the proto defaults 35.0 and 0.5 when unset)."""
     bbox = experiment.model_config.objective_set.bbox
-    scale = float(bbox.scale) or 35.0
-    offset = float(bbox.offset) if experiment.model_config.objective_set.HasField("bbox") else 0.5
-    return scale, offset
+    return float(bbox.scale), float(bbox.offset)
 
 
 def evaluate_split(predict: Predictor, data: Any, split: str = "val", batch_size: int | None = None,

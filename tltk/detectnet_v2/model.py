@@ -35,6 +35,8 @@ INPUT_NAME = "input_1"
 COV_NAME = "output_cov"
 BBOX_NAME = "output_bbox"
 HEAD_NAMES = (COV_NAME, BBOX_NAME)
+#: Keras output name -> TAO's exported (ONNX/TensorRT/DeepStream) output name.
+OUTPUT_NAMES = {COV_NAME: "output_cov/Sigmoid", BBOX_NAME: "output_bbox/BiasAdd"}
 OUTPUT_STRIDE = 16
 BBOX_CHANNELS_PER_CLASS = 4
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import keras
@@ -19,12 +20,22 @@ import tensorflow as tf
 from tltk import __version__
 from tltk.core.qat import FakeQuant, is_quantized, quantize_model
 from tltk.core.schedules import SoftStartAnnealingSchedule
-from tltk.core.task import CostScaling, TrainingPlan
+from tltk.core.task import CostScaling, DeepStreamRequest, Evaluation, ExportSignature, Predict, TrainingPlan
+from tltk.data.images import Preprocessing
 from tltk.detectnet_v2.cost import CostParams, DetectNetCost
 from tltk.detectnet_v2.dataloader import DetectNetV2Data
 from tltk.detectnet_v2.evaluation import bbox_scale_offset, evaluate_split
-from tltk.detectnet_v2.model import BBOX_NAME, COV_NAME, build_or_load_detectnet_v2_model
-from tltk.errors import SpecError
+from tltk.detectnet_v2.inference import split_outputs
+from tltk.detectnet_v2.model import (
+    BBOX_NAME,
+    COV_NAME,
+    HEAD_NAMES,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    OUTPUT_STRIDE,
+    build_or_load_detectnet_v2_model,
+)
+from tltk.errors import InvalidInputError, SpecError, UsageError
 from tltk.metrics.detection_ap import format_ap_table
 from tltk.spec import LoadedSpec, resolve_spec_path, resolved_text
 
@@ -45,32 +56,61 @@ def regularizers(training_config: Any) -> tuple[Any, Any]:
 
 
 class DetectNetV2Task:
-    """DetectNet_v2 training/validation driven by a loaded experiment spec.
+    """The DetectNet_v2 :class:`~tltk.core.task.Task`.
 
     Args:
-        spec: the loaded experiment spec (``tltk.spec.load_spec(..., kind="experiment")``).
+        spec: the loaded experiment spec (``tltk.models.load_spec(..., kind="experiment")``), or
+            None for the subtasks that need no data (prune, export without calibration, inference).
         key: key for encrypted pretrained models.
+        metadata: a model file's metadata (class names, input shape, trained objective weights);
+            used when there is no spec, and to evaluate a saved model with its own weights.
+
+    Raises:
+        SpecError: not an experiment spec, or inconsistent target classes.
+        UsageError: neither a spec nor model metadata with class names and input shape.
     """
 
     model_kind = MODEL_KIND
 
-    def __init__(self, spec: LoadedSpec, key: str | None = None) -> None:
-        if spec.kind != "experiment":
-            raise SpecError(f"{spec.path} is a {spec.kind} spec; training needs an experiment spec")
+    def __init__(self, spec: LoadedSpec | None = None, key: str | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> None:
         self.spec = spec
-        self.experiment = spec.message
         self.key = key
-        self.data = DetectNetV2Data(self.experiment, spec_dir=spec.spec_dir)
-        self.class_names = list(self.data.class_names)
+        self.metadata = dict(metadata or {})
+        self.cost: DetectNetCost | None = None
+        self._plan: TrainingPlan | None = None
+        self._data: DetectNetV2Data | None = None
+        if spec is None:
+            shape = self.metadata.get("input_shape")
+            if not shape:
+                raise UsageError("DetectNet_v2: this needs the experiment spec (-e) or a model file that records its "
+                                 "input shape")
+            self.class_names = [str(n) for n in self.metadata.get("class_names") or ()]
+            c, h, w = (int(d) for d in shape)
+            self.input_shape = (c, h, w)
+            return
+        if spec.kind != "experiment":
+            raise SpecError(f"{spec.path} is a {spec.kind} spec; this needs an experiment spec")
+        self.experiment = spec.message
+        self._data = DetectNetV2Data(self.experiment, spec_dir=spec.spec_dir)
+        self.class_names = list(self._data.class_names)
         self.cost_params = CostParams.from_config(self.experiment.cost_function_config)
         if list(self.cost_params.class_names) != self.class_names:
             raise SpecError("cost_function_config.target_classes and the data's target classes differ",
                             [f"cost function: {list(self.cost_params.class_names)}", f"data: {self.class_names}"])
-        self.cost: DetectNetCost | None = None
-        pre = self.data.augmentation.preprocessing
+        pre = self._data.augmentation.preprocessing
         self.input_shape = (pre.output_channels, pre.output_height, pre.output_width)
         self.training_config = self.experiment.training_config
-        self._plan: TrainingPlan | None = None
+
+    @property
+    def data(self) -> DetectNetV2Data:
+        """The spec's data loader (UsageError without a spec)."""
+        if self._data is None:
+            raise UsageError("DetectNet_v2: this needs the experiment spec (-e/--experiment_spec) for its data")
+        return self._data
+
+    def random_seed(self) -> int:
+        return int(self.experiment.random_seed)
 
     # ---- plan -----------------------------------------------------------------------------
     def training_plan(self, num_replicas: int) -> TrainingPlan:
@@ -133,6 +173,10 @@ class DetectNetV2Task:
         return self.data.dataset("train", batch_size=global_batch_size, training=True, output="targets",
                                  repeat=True, shuffle=True, skip=skip)
 
+    def training_forward(self, network: keras.Model, images: Any, targets: Any, training: bool) -> Any:
+        """DetectNet_v2 trains its inference network as it is: ``network(images)``."""
+        return network(images, training=training)
+
     def loss_names(self) -> list[str]:
         return [f"cost_{n}_{o}" for n in self.class_names for o in ("cov", "bbox")]
 
@@ -151,8 +195,8 @@ class DetectNetV2Task:
         schedule = SoftStartAnnealingSchedule(plan.total_steps, s.min_learning_rate, s.max_learning_rate,
                                               s.soft_start, s.annealing)
         adam = self.training_config.optimizer.adam
-        return keras.optimizers.Adam(learning_rate=schedule, beta_1=float(adam.beta1) or 0.9,
-                                     beta_2=float(adam.beta2) or 0.999, epsilon=float(adam.epsilon) or 1e-8)
+        return keras.optimizers.Adam(learning_rate=schedule, beta_1=float(adam.beta1), beta_2=float(adam.beta2),
+                                     epsilon=float(adam.epsilon))
 
     def cost_scaling(self) -> CostScaling | None:
         cs = self.training_config.cost_scaling
@@ -181,18 +225,18 @@ class DetectNetV2Task:
 
         return [AutoWeighting()]
 
-    # ---- validation ------------------------------------------------------------------------
-    def predictor(self, network: keras.Model) -> Any:
-        """A ``predict(images) -> (cov, bbox)`` function for a Keras network."""
+    # ---- evaluation and inference -----------------------------------------------------------
+    def keras_predictor(self, network: keras.Model) -> Predict:
+        """Run a Keras network; outputs under TAO's names (``output_cov/Sigmoid``, ``output_bbox/BiasAdd``)."""
 
         @tf.function(reduce_retracing=True, autograph=False)
         def run(images: tf.Tensor) -> Any:
             out = network(images, training=False)
             return tf.cast(out[COV_NAME], tf.float32), tf.cast(out[BBOX_NAME], tf.float32)
 
-        def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def predict(images: np.ndarray) -> dict[str, np.ndarray]:
             cov, bbox = run(tf.convert_to_tensor(images))
-            return cov.numpy(), bbox.numpy()
+            return {OUTPUT_NAMES[COV_NAME]: cov.numpy(), OUTPUT_NAMES[BBOX_NAME]: bbox.numpy()}
 
         return predict
 
@@ -214,14 +258,84 @@ class DetectNetV2Task:
 
         return fn
 
-    def validate(self, network: keras.Model) -> tuple[dict[str, float], str]:
-        evaluation = evaluate_split(self.predictor(network), self.data, "val", cost_fn=self.cost_fn())
+    def evaluate(self, predict: Predict, split: str, batch_size: int | None = None,
+                 model_metadata: Mapping[str, Any] | None = None) -> Evaluation:
+        """TAO's AP (``evaluation_config``) of ``predict`` on a split, clustered with ``postprocessing_config``.
+
+        The validation cost uses the objective weights stored with the model (``cost_state``)
+        when ``model_metadata`` has them, else the spec's.
+        """
+        saved = (model_metadata or {}).get("cost_state") or None
+        evaluation = evaluate_split(lambda images: split_outputs(predict(images)), self.data, split,
+                                    batch_size=batch_size, cost_fn=self.cost_fn(saved))
         result = evaluation.result
         metrics = {"mAP": float(result.mean_ap)}
         metrics.update({f"AP_{name}": float(ap) for name, ap in result.ap_per_class.items()})
         if evaluation.validation_cost is not None:
             metrics["validation_cost"] = float(evaluation.validation_cost)
-        return metrics, format_ap_table(result, validation_cost=evaluation.validation_cost)
+
+        def pr_curves(path: str) -> Any:
+            from tltk.viz.plots import plot_pr_curves
+
+            return plot_pr_curves(result, path)
+
+        return Evaluation(metrics, format_ap_table(result, validation_cost=evaluation.validation_cost),
+                          int(result.num_images), details={"result": result,
+                                                           "validation_cost": evaluation.validation_cost},
+                          plots={"pr_curves": pr_curves})
+
+    def validate(self, network: keras.Model) -> tuple[dict[str, float], str]:
+        evaluation = self.evaluate(self.keras_predictor(network), "val")
+        return evaluation.metrics, evaluation.report
+
+    def preprocessing(self) -> Preprocessing:
+        """RGB (or grey) stretched to the network size and divided by 255, as TAO's DetectNet_v2."""
+        c = self.input_shape[0]
+        return Preprocessing(self.input_shape, mean=(0.0,) * c, std=(255.0,) * c, letterbox=False)
+
+    # ---- deployment ---------------------------------------------------------------------------
+    def export_signature(self, network: keras.Model) -> ExportSignature:
+        """``input_1`` [N, C, H, W] -> ``output_cov/Sigmoid`` [K, H/16, W/16], ``output_bbox/BiasAdd`` [4K, ...]."""
+        c, h, w = (int(d) for d in network.inputs[0].shape[1:])
+        k = len(self.class_names)
+        grid = (h // OUTPUT_STRIDE, w // OUTPUT_STRIDE)
+        keras_names = [n for n in network.output_names if n in OUTPUT_NAMES]
+        ordered = {n: OUTPUT_NAMES[n] for n in keras_names} if len(keras_names) == 2 else dict(OUTPUT_NAMES)
+        return ExportSignature(INPUT_NAME, (c, h, w), ordered,
+                               {OUTPUT_NAMES[COV_NAME]: (k, *grid), OUTPUT_NAMES[BBOX_NAME]: (4 * k, *grid)})
+
+    def calibration_batches(self, batch_size: int, batches: int, split: str = "train") -> Iterator[np.ndarray]:
+        """Images of a split without augmentation, preprocessed as inference does (training data shuffled)."""
+        ds = self.data.dataset(split, batch_size=batch_size, training=False, output="images", repeat=True,
+                               shuffle=split == "train").take(batches)
+        return (np.asarray(b, np.float32) for b in ds.as_numpy_iterator())
+
+    def deepstream_config(self, request: DeepStreamRequest) -> tuple[Any, list[str]]:
+        """nvinfer detector config (clustering from ``postprocessing_config`` when a spec is given)."""
+        from tltk.deepstream.labels import detectnet_v2_labels
+        from tltk.deepstream.nvinfer import detectnet_v2_nvinfer_config
+        from tltk.detectnet_v2.postprocess import params_from_postprocessing_config
+
+        clustering = (params_from_postprocessing_config(self.experiment.postprocessing_config)
+                      if self.spec is not None else None)
+        pre = self.preprocessing()
+        config = detectnet_v2_nvinfer_config(
+            request.model_file, list(request.class_names), self.input_shape, precision=request.precision,
+            key=request.key, calib_cache=request.calib_cache, explicit_quantization=request.explicit_quantization,
+            clustering=clustering, config_dir=request.config_dir, batch_size=request.batch_size,
+            input_blob_name=INPUT_NAME, output_blob_names=tuple(OUTPUT_NAMES.values()),
+            net_scale_factor=pre.net_scale_factor, offsets=pre.offsets)
+        return config, detectnet_v2_labels(list(request.class_names))
+
+    def pruning_protected_layers(self, network: keras.Model) -> tuple[str, ...]:
+        """The coverage and bbox heads keep one output channel per class (and 4 per class)."""
+        return HEAD_NAMES
+
+    def check_model(self, network: keras.Model, source: str) -> None:
+        names = {layer.name for layer in network.layers}
+        missing = [name for name in HEAD_NAMES if name not in names]
+        if missing:
+            raise InvalidInputError(f"{source} is not a DetectNet_v2 model: it has no {' / '.join(missing)} layer")
 
     def model_metadata(self) -> dict[str, Any]:
         scale, offset = bbox_scale_offset(self.experiment)
@@ -229,8 +343,8 @@ class DetectNetV2Task:
             "model_kind": MODEL_KIND,
             "class_names": self.class_names,
             "input_shape": list(self.input_shape),
-            "input_name": "input_1",
-            "output_names": {"cov": "output_cov/Sigmoid", "bbox": "output_bbox/BiasAdd"},
+            "input_name": INPUT_NAME,
+            "output_names": {"cov": OUTPUT_NAMES[COV_NAME], "bbox": OUTPUT_NAMES[BBOX_NAME]},
             "stride": 16,
             "bbox_scale": scale,
             "bbox_offset": offset,

@@ -349,6 +349,7 @@ def prepare_calibration_batches(
     batch_size: int,
     batches: int,
     preprocess: Callable[[str], np.ndarray] | None = None,
+    loader: Callable[[int, int], Iterator[np.ndarray]] | None = None,
 ) -> Iterator[np.ndarray] | None:
     """Pick the calibration source the way ``export`` does.
 
@@ -356,7 +357,7 @@ def prepare_calibration_batches(
       does not exist yet, then read;
     * ``cal_data_file`` only: the TensorFile is read (it must exist);
     * ``cal_image_dir`` only: the images are read directly;
-    * neither: None (the caller uses its training data loader).
+    * neither: ``loader(batch_size, batches)`` (the Task's training data), or None without one.
 
     Args:
         cal_data_file: ``--cal_data_file`` or None/empty.
@@ -364,6 +365,8 @@ def prepare_calibration_batches(
         batch_size: ``--batch_size``.
         batches: ``--batches``.
         preprocess: image path -> ``[C, H, W]`` float32 (needed with ``cal_image_dir``).
+        loader: ``(batch_size, batches) -> batches`` from the training data (the Task's
+            ``calibration_batches``), used when neither file nor folder is given.
 
     Returns:
         An iterator of ``[batch_size, C, H, W]`` float32 batches, or None.
@@ -391,7 +394,7 @@ def prepare_calibration_batches(
     if image_dir is not None:
         assert preprocess is not None
         return calibration_batches_from_images(image_dir, preprocess, batch_size, batches)
-    return None
+    return loader(batch_size, batches) if loader is not None else None
 
 
 __all__ = [

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,6 +103,12 @@ class InferenceBackend:
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - overridden
         raise TypeError(f"{type(self).__name__} does not implement _run")
 
+    @property
+    def max_batch_size(self) -> int | None:
+        """The largest batch the backend accepts in one call (TensorRT engines), else None."""
+        runner = getattr(self, "runner", None)
+        return int(runner.max_batch_size) if runner is not None else None
+
     def close(self) -> None:
         """Release the model and any device memory; the backend cannot run afterwards."""
 
@@ -180,12 +187,12 @@ class KerasBackend(InferenceBackend):
 
         self._flatten = keras_outputs_as_list
         self.model = model
-        self.max_batch_size = max(1, int(max_batch_size))
+        self.chunk_size = max(1, int(max_batch_size))
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         pieces: list[list[np.ndarray]] = [[] for _ in self.output_names]
-        for start in range(0, batch.shape[0], self.max_batch_size):
-            out = self._flatten(self.model(batch[start:start + self.max_batch_size], training=False))
+        for start in range(0, batch.shape[0], self.chunk_size):
+            out = self._flatten(self.model(batch[start:start + self.chunk_size], training=False))
             for i, value in enumerate(out):
                 pieces[i].append(np.asarray(value, dtype=np.float32))
         return {name: np.concatenate(parts, axis=0) for name, parts in zip(self.output_names, pieces, strict=True)}
@@ -315,6 +322,7 @@ class TensorRTBackend(InferenceBackend):
         chw = tuple(d if d > 0 else -1 for d in inputs[0].shape[1:])
         super().__init__(source, inputs[0].name, chw, names)
         self._engine_outputs = engine_outputs
+        self.workdir: str | None = None  # a temporary folder holding a built engine, removed on close
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outs = self.runner.run({self.input_name: batch})
@@ -322,6 +330,11 @@ class TensorRTBackend(InferenceBackend):
 
     def close(self) -> None:
         self.runner.close()
+        if self.workdir:
+            import shutil
+
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
 
 def backend_kind(path: str | os.PathLike[str]) -> str:
@@ -349,15 +362,190 @@ def backend_kind(path: str | os.PathLike[str]) -> str:
                             hint=f"supported extensions: {known}")
 
 
+#: ``-f/--framework`` values -> backend kinds.
+FRAMEWORKS: dict[str, str] = {"tlt": "keras", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
+
+
+def resolve_framework(model_path: str | os.PathLike[str], framework: str | None = None,
+                      export_hint: str = "tltk <model> export") -> str:
+    """The backend kind that runs a model file, honouring ``-f/--framework``.
+
+    Without ``framework`` the kind comes from the extension (``.tlt/.keras/.hdf5/.h5`` Keras,
+    ``.onnx/.etlt`` ONNX Runtime, ``.engine/.plan/.trt`` TensorRT).  ``tlt`` needs a Keras
+    model file and ``onnx`` an ONNX/``.etlt`` file; ``tensorrt`` takes an engine, or an
+    ONNX/``.etlt`` file to build one from.
+
+    Args:
+        model_path: the model file.
+        framework: ``tlt``, ``onnx``, ``tensorrt`` or None.
+        export_hint: the export command to suggest (``tltk detectnet_v2 export``).
+
+    Returns:
+        ``"keras"``, ``"onnxruntime"`` or ``"tensorrt"``.
+
+    Raises:
+        UsageError: unknown framework, or a framework that cannot run this kind of file.
+        InvalidInputError: unknown extension.
+    """
+    from tltk.errors import UsageError
+
+    path = os.fspath(model_path)
+    file_kind = backend_kind(path)
+    if framework is None:
+        return file_kind
+    name = framework.strip().lower()
+    if name not in FRAMEWORKS:
+        raise UsageError(f"-f/--framework: unknown framework {framework!r}; use one of {', '.join(FRAMEWORKS)}")
+    kind = FRAMEWORKS[name]
+    if kind == "keras" and file_kind != "keras":
+        raise UsageError(f"-f tlt runs Keras models (.tlt .keras .hdf5 .h5); {path} is a {file_kind} model",
+                         hint="use -f onnx for .onnx/.etlt files and -f tensorrt for engines")
+    if kind == "onnxruntime" and file_kind != "onnxruntime":
+        raise UsageError(f"-f onnx runs ONNX models (.onnx .etlt); {path} is a {file_kind} model",
+                         hint=f"export the model to ONNX first ({export_hint})")
+    if kind == "tensorrt" and file_kind == "keras":
+        raise UsageError(f"-f tensorrt runs TensorRT engines (or builds one from .onnx/.etlt); {path} is a Keras model",
+                         hint=f"export it first: {export_hint} -m MODEL --engine_file model.engine")
+    return kind
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """How to build a TensorRT engine from an ONNX/``.etlt`` model before running it.
+
+    Attributes:
+        engine_file: where to write the engine; None builds into a temporary folder.
+        data_type: ``fp32``, ``fp16`` or ``int8``.
+        cache_file: INT8 calibration cache (read when it exists, else written by calibration).
+        calibration_tensorfile: TensorFile of calibration batches, used when the cache is missing.
+        calibration_batches: number of TensorFile batches to calibrate on.
+        calibration_batch_size: images per calibration batch (0: records as stored).
+        max_batch_size: largest batch of the engine's optimization profile.
+    """
+
+    engine_file: str | None = None
+    data_type: str = "fp32"
+    cache_file: str | None = None
+    calibration_tensorfile: str | None = None
+    calibration_batches: int = 1
+    calibration_batch_size: int = 0
+    max_batch_size: int = 16
+
+
+def build_engine_from_model(model_path: str, key: str | None, request: EngineRequest,
+                            input_chw: Sequence[int], workdir: str, model: str = "<model>") -> str:
+    """Build a TensorRT engine from an ``.onnx`` or ``.etlt`` model with :mod:`tltk.tensorrt`.
+
+    Args:
+        model_path: the ONNX model or legacy ``.etlt`` (decoded with ``key``).
+        key: key of an ``.etlt`` file.
+        request: precision, calibration and where to write the engine.
+        input_chw: network input (C, H, W) for the optimization profile.
+        workdir: folder for the decoded ONNX and, without ``request.engine_file``, the engine.
+        model: the model name for the equivalent command printed when TensorRT is missing.
+
+    Returns:
+        The engine file path.
+
+    Raises:
+        MissingDependencyError: TensorRT or a GPU is missing (exit code 3, with the equivalent
+            ``trtexec`` command).
+        InvalidInputError: INT8 without a calibration cache, TensorFile or Q/DQ nodes.
+    """
+    from tltk.export.onnx_export import load_onnx_bytes
+    from tltk.tensorrt.builder import build_engine
+    from tltk.tensorrt.converter_args import settings_from_flags
+
+    onnx_path = model_path
+    if not model_path.lower().endswith(".onnx"):
+        onnx_path = os.path.join(workdir, "model.onnx")
+        with open(onnx_path, "wb") as fh:
+            fh.write(load_onnx_bytes(model_path, key))
+    engine = request.engine_file or os.path.join(workdir, "model.engine")
+    cal_bs = int(request.calibration_batch_size) or None
+    settings = settings_from_flags(engine_file=engine, data_type=request.data_type,
+                                   cache_file=request.cache_file or os.path.join(workdir, "cal.bin"),
+                                   calib_batch_size=cal_bs or 1, max_batch_size=request.max_batch_size,
+                                   input_dims=",".join(str(int(d)) for d in input_chw))
+    calibrator = None
+    if (request.data_type == "int8" and not os.path.isfile(settings.cache_file)
+            and request.calibration_tensorfile):
+        from tltk.export.pipeline import calibration_batches_from_tensorfile
+        from tltk.tensorrt.availability import require_tensorrt
+        from tltk.tensorrt.calibrator import make_calibrator
+
+        require_tensorrt(f"tltk {model} export -m <model> --data_type int8 --cal_data_file "
+                         f"{request.calibration_tensorfile} --engine_file {engine}")
+        batches = list(calibration_batches_from_tensorfile(request.calibration_tensorfile, cal_bs,
+                                                           max(int(request.calibration_batches), 1)))
+        if not batches:
+            raise InvalidInputError(f"{request.calibration_tensorfile}: the TensorFile holds no batch")
+        calibrator = make_calibrator(settings.cache_file, batches=batches, batch_size=int(batches[0].shape[0]))
+    build_engine(onnx_path, settings, calibrator=calibrator)
+    return engine
+
+
+def keras_at_size(model: keras.Model, chw: tuple[int, int, int]) -> keras.Model:
+    """Rebuild a fully convolutional Keras model with a new input size, same weights (as TAO's inference).
+
+    Raises:
+        InvalidInputError: the model has several inputs or cannot run at that size.
+    """
+    config = model.get_config()
+    inputs = [layer for layer in config.get("layers", []) if layer.get("class_name") == "InputLayer"]
+    if len(inputs) != 1:
+        raise InvalidInputError(f"cannot change the input size of model {model.name!r}: it has {len(inputs)} inputs")
+    inputs[0]["config"]["batch_shape"] = [None, *chw]
+    inputs[0]["config"].pop("shape", None)
+    try:
+        rebuilt = type(model).from_config(config)
+        rebuilt.set_weights(model.get_weights())
+    except Exception as exc:  # Keras raises several types for incompatible shapes
+        raise InvalidInputError(f"the Keras model cannot run at input size {chw} ({type(exc).__name__}: {exc})",
+                                hint="set the image size to the size the model was trained at") from exc
+    return rebuilt
+
+
+def onnx_input_chw(path: str, key: str | None, fallback_hw: tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of an ONNX/``.etlt`` model's input; open H/W taken from ``fallback_hw``.
+
+    Raises:
+        InvalidInputError: a dimension is open and no fallback is given.
+    """
+    import onnx
+
+    from tltk.export.onnx_export import load_onnx_bytes
+
+    proto = onnx.load_from_string(load_onnx_bytes(path, key))
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializers]
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim]
+    c, h, w = (dims + [-1, -1, -1, -1])[1:4]
+    if fallback_hw is not None:
+        h, w = (h if h > 0 else fallback_hw[0]), (w if w > 0 else fallback_hw[1])
+    if min(c, h, w) <= 0:
+        raise InvalidInputError(f"{path}: the input size {dims} is not fixed; give the image size in the spec")
+    return int(c), int(h), int(w)
+
+
 def open_backend(path: str | os.PathLike[str], key: str | None = None, output_names: OutputNames | None = None,
-                 **options: Any) -> InferenceBackend:
-    """Open a model file with the backend its extension calls for.
+                 framework: str | None = None, input_chw: tuple[int, int, int] | None = None,
+                 engine: EngineRequest | None = None, model: str = "<model>", **options: Any) -> InferenceBackend:
+    """Open a model file with the backend its extension (or ``framework``) calls for.
+
+    The one function that turns a model file into a runnable network for every subtask.
 
     Args:
         path: model file (see the module table).
         key: key for sealed ``.tlt`` and legacy ``.tlt``/``.etlt`` files.
         output_names: Keras output/layer name -> TAO name mapping (as given to the exporter), or
             TAO names in output order; see each backend.
+        framework: ``tlt``, ``onnx``, ``tensorrt`` or None (by extension); ``tensorrt`` on an
+            ONNX/``.etlt`` file builds an engine first (``engine`` settings).
+        input_chw: the size to run a Keras model at (rebuilt with a new input when its own
+            differs; fully convolutional models only); the optimization profile of a built engine.
+        engine: engine build settings for ``framework="tensorrt"`` on an ONNX/``.etlt`` file.
+        model: the model name (``detectnet_v2``), used in hints.
         **options: passed to the backend (``custom_objects``/``max_batch_size`` for Keras,
             ``providers``/``intra_op_threads`` for ONNX Runtime, ``device_id`` for TensorRT).
 
@@ -366,17 +554,43 @@ def open_backend(path: str | os.PathLike[str], key: str | None = None, output_na
 
     Raises:
         InvalidInputError: unknown extension or missing file.
-        MissingDependencyError: a TensorRT engine on a machine without TensorRT (exit code 3).
+        UsageError: ``framework`` cannot run this file.
+        MissingDependencyError: TensorRT is needed and missing (exit code 3).
     """
-    kind = backend_kind(path)
     source = os.fspath(path)
+    kind = resolve_framework(source, framework, f"tltk {model} export")
     if not os.path.isfile(source):
-        raise InvalidInputError(f"{source}: no such model file")
+        raise InvalidInputError(f"{source}: no such model file", hint="check -m/--model or the spec's model path")
     if kind == "keras":
-        return KerasBackend(source, key=key, output_names=output_names, **options)
+        if input_chw is None:
+            return KerasBackend(source, key=key, output_names=output_names, **options)
+        from tltk.modelfile.container import load_keras_model
+
+        net, _ = load_keras_model(source, key, custom_objects=options.pop("custom_objects", None))
+        shape = tuple(net.inputs[0].shape[1:])
+        if len(shape) == 3 and (shape[1], shape[2]) != tuple(input_chw[1:]):
+            log.info("running %s at %dx%d (W x H) instead of its input size %sx%s", source, input_chw[2],
+                     input_chw[1], shape[2], shape[1])
+            net = keras_at_size(net, (int(shape[0]), int(input_chw[1]), int(input_chw[2])))
+        return KerasBackend(source, output_names=output_names, model=net, **options)
     if kind == "onnxruntime":
         return OnnxRuntimeBackend(source, key=key, output_names=output_names, **options)
-    return TensorRTBackend(source, output_names=output_names, **options)
+    if backend_kind(source) == "tensorrt":
+        return TensorRTBackend(source, output_names=output_names, **options)
+    import shutil
+    import tempfile
+
+    workdir = tempfile.mkdtemp(prefix="tltk-engine-")
+    try:
+        fallback = (int(input_chw[1]), int(input_chw[2])) if input_chw is not None else None
+        chw = onnx_input_chw(source, key, fallback)
+        built = build_engine_from_model(source, key, engine or EngineRequest(), chw, workdir, model)
+        backend = TensorRTBackend(built, output_names=output_names, **options)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    backend.workdir = workdir
+    return backend
 
 
 __all__ = [
@@ -385,7 +599,13 @@ __all__ = [
     "KerasBackend",
     "OnnxRuntimeBackend",
     "TensorRTBackend",
+    "EngineRequest",
+    "FRAMEWORKS",
     "backend_kind",
+    "build_engine_from_model",
+    "keras_at_size",
+    "onnx_input_chw",
     "open_backend",
+    "resolve_framework",
     "tao_name",
 ]

@@ -4,6 +4,8 @@ Public API::
 
     from tltk.spec import load_spec, check_spec, write_resolved_spec, LoadedSpec, SpecReport
 
+    from tltk.models import load_spec   # passes the model table's spec catalog
+
     loaded = load_spec("train.txt", model="detectnet_v2", overrides=["training_config.num_epochs=5"])
     loaded.kind             # "experiment" (recognised from the file when kind=None)
     loaded.message          # tltk._proto.detectnet_v2_pb2.Experiment
@@ -20,7 +22,7 @@ accessors in :mod:`tltk.mask_rcnn.spec`).
 from __future__ import annotations
 
 from tltk.spec.fieldpath import format_path, iter_fields, parse_path
-from tltk.spec.kinds import KINDS, MODELS, detect_kind, schema_for, schemas
+from tltk.spec.kinds import KINDS, SpecCatalog, detect_kind, schema_for, schemas
 from tltk.spec.literals import (
     LiteralError,
     parse_int_sequence,
@@ -53,7 +55,7 @@ from tltk.spec.schemas import (
 
 __all__ = [
     "KINDS",
-    "MODELS",
+    "SpecCatalog",
     "DetectNetDatasetExportConfig",
     "DetectNetExperiment",
     "DetectNetInference",

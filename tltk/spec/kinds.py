@@ -1,25 +1,23 @@
-"""Which spec kinds exist, where their schemas live, and how a file's kind is recognised.
+"""Which spec kinds exist and how a file's kind is recognised.
 
-The table :data:`SCHEMA_MODULES` is the only place that maps a model name to the module
-holding its rule tables; each such module exposes ``SCHEMAS: dict[str, KindSchema]``.
+The spec package knows no model: every function takes a *catalog*, model name -> its kind
+schemas (``{"experiment": KindSchema, ...}``), which the model table (:mod:`tltk.models`) builds
+from each model package's rule tables and hands in.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tltk.spec.rules import KindSchema
 from tltk.spec.textformat import Node, all_names, schema_field_index, top_level_names
 
-MODELS: tuple[str, ...] = ("detectnet_v2", "mask_rcnn")
 KINDS: tuple[str, ...] = ("experiment", "inference", "dataset_convert")
 
-SCHEMA_MODULES: dict[str, str] = {
-    "detectnet_v2": "tltk.detectnet_v2.spec",
-    "mask_rcnn": "tltk.mask_rcnn.spec",
-}
+#: Model name -> kind name -> schema, as :func:`tltk.models.spec_catalog` builds it.
+SpecCatalog = Mapping[str, Mapping[str, KindSchema]]
 
 # Files that are not TAO specs at all but end up in the same folders.  Each entry: a
 # description and the top-level names that give it away (two hits are needed).
@@ -37,28 +35,27 @@ FOREIGN_FORMATS: tuple[tuple[str, frozenset[str]], ...] = (
 _INI_RE = re.compile(r"^\s*\[(property|class-attrs-[\w-]+|application|source\d*|primary-gie)\]\s*$", re.MULTILINE)
 
 
-def schemas(model: str) -> dict[str, KindSchema]:
+def schemas(catalog: SpecCatalog, model: str) -> Mapping[str, KindSchema]:
     """The kind schemas of ``model`` (``{"experiment": KindSchema, ...}``).
 
     Args:
-        model: ``detectnet_v2`` or ``mask_rcnn``.
+        catalog: the spec catalog (:func:`tltk.models.spec_catalog`).
+        model: a model name of the catalog.
 
     Returns:
-        The model's table; MaskRCNN has only ``experiment``.
+        The model's table.
 
     Raises:
         KeyError: for an unknown model name.
     """
-    if model not in SCHEMA_MODULES:
-        raise KeyError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-    module = importlib.import_module(SCHEMA_MODULES[model])
-    table: dict[str, KindSchema] = module.SCHEMAS
-    return table
+    if model not in catalog:
+        raise KeyError(f"unknown model {model!r}; expected one of {', '.join(catalog)}")
+    return catalog[model]
 
 
-def schema_for(model: str, kind: str) -> KindSchema:
+def schema_for(catalog: SpecCatalog, model: str, kind: str) -> KindSchema:
     """The :class:`KindSchema` of one model and kind (KeyError when it does not exist)."""
-    table = schemas(model)
+    table = schemas(catalog, model)
     if kind not in table:
         raise KeyError(f"{model} has no {kind!r} spec; kinds: {', '.join(table)}")
     return table[kind]
@@ -85,7 +82,7 @@ def _score(names: list[str], schema: KindSchema) -> int:
     return sum(1 for n in names if n in fields)
 
 
-def detect_kind(model: str, nodes: list[Node], text: str = "") -> Detection:
+def detect_kind(catalog: SpecCatalog, model: str, nodes: list[Node], text: str = "") -> Detection:
     """Recognise which kind of ``model`` spec a parsed file is.
 
     The kind whose top-level message declares most of the file's top-level field names
@@ -94,14 +91,15 @@ def detect_kind(model: str, nodes: list[Node], text: str = "") -> Detection:
     known non-TAO formats, to explain a mix-up.
 
     Args:
-        model: ``detectnet_v2`` or ``mask_rcnn``.
+        catalog: the spec catalog (every model's schemas, to explain a mix-up).
+        model: the requested model.
         nodes: the file's syntax tree (see :func:`tltk.spec.textformat.parse_tree`).
         text: the raw text (used to recognise DeepStream INI files).
 
     Returns:
         A :class:`Detection`.
     """
-    table = schemas(model)
+    table = schemas(catalog, model)
     top = top_level_names(nodes)
     scores = {kind: _score(top, schema) for kind, schema in table.items()}
     best = max(scores, key=lambda k: scores[k])
@@ -121,10 +119,10 @@ def detect_kind(model: str, nodes: list[Node], text: str = "") -> Detection:
                 break
     if foreign is None:
         own = scores[best] if confident else 0
-        for other in MODELS:
+        for other in catalog:
             if other == model:
                 continue
-            for schema in schemas(other).values():
+            for schema in schemas(catalog, other).values():
                 if _score(top, schema) > own and _score(top, schema) >= max(1, len(top) // 2):
                     foreign = (f"a {schema.description}; validate it with "
                                f"`tltk {other} validate_spec`")

@@ -28,7 +28,7 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from tltk.errors import SpecError
-from tltk.spec.kinds import KINDS, SCHEMA_MODULES, detect_kind, schema_for, schemas
+from tltk.spec.kinds import KINDS, SpecCatalog, detect_kind, schema_for, schemas
 from tltk.spec.overrides import apply_overrides
 from tltk.spec.problems import ERROR, Problem, Reporter
 from tltk.spec.rules import DataPath, KindSchema, clear_zero_defaults, validate_message
@@ -225,12 +225,12 @@ def _resolve_data_path(item: DataPath, spec_dir: str | None) -> str:
 
 
 def _analyse_text(text: str, source: str, model: str, kind: str | None, overrides: Sequence[str],
-                  check_paths: bool, spec_dir: str | None) -> _Analysis:
+                  check_paths: bool, spec_dir: str | None, catalog: SpecCatalog) -> _Analysis:
     normalised, problems = prescan(text)
     nodes, syntax = parse_tree(normalised)
-    detection = detect_kind(model, nodes, normalised)
+    detection = detect_kind(catalog, model, nodes, normalised)
     chosen = kind or detection.kind
-    schema = schema_for(model, chosen)
+    schema = schema_for(catalog, model, chosen)
     walked = walk(nodes, schema.message_class.DESCRIPTOR)
     problems += walked.problems + syntax
     reporter = Reporter(positions=walked.positions)
@@ -238,7 +238,7 @@ def _analyse_text(text: str, source: str, model: str, kind: str | None, override
         problems.insert(0, Problem(ERROR, f"this file looks like {detection.foreign}"))
     elif kind and detection.confident and detection.kind != kind and any(p.severity == ERROR for p in problems):
         problems.insert(0, Problem(ERROR, f"checked as a {schema.description} as requested, but it looks like a "
-                                          f"{schemas(model)[detection.kind].description} (--kind {detection.kind})"))
+                                          f"{schemas(catalog, model)[detection.kind].description} (--kind {detection.kind})"))
     message: Message | None = None
     if not any(p.severity == ERROR for p in problems) and not reporter.errors:
         message = schema.message_class()
@@ -262,39 +262,41 @@ def _analyse_text(text: str, source: str, model: str, kind: str | None, override
 
 
 def _analyse(path: str | os.PathLike[str], model: str, kind: str | None, overrides: Sequence[str],
-             check_paths: bool) -> _Analysis:
-    _check_model_kind(model, kind)
+             check_paths: bool, catalog: SpecCatalog) -> _Analysis:
+    _check_model_kind(catalog, model, kind)
     source = os.fspath(path)
     reporter = Reporter()
     text = _read(source, reporter)
     if text is None:
         return _Analysis(source, kind, reporter.problems, None)
     return _analyse_text(text, source, model, kind, overrides, check_paths,
-                         os.path.dirname(os.path.abspath(source)))
+                         os.path.dirname(os.path.abspath(source)), catalog)
 
 
-def _check_model_kind(model: str, kind: str | None) -> None:
-    if model not in SCHEMA_MODULES:
-        raise SpecError(f"unknown model {model!r}", [f"models: {', '.join(SCHEMA_MODULES)}"])
+def _check_model_kind(catalog: SpecCatalog, model: str, kind: str | None) -> None:
+    if model not in catalog:
+        raise SpecError(f"unknown model {model!r}", [f"models: {', '.join(catalog)}"])
     if kind is None:
         return
     if kind not in KINDS:
         raise SpecError(f"unknown spec kind {kind!r}", [f"expected one of {', '.join(KINDS)}"])
-    if kind not in schemas(model):
-        raise SpecError(f"{model} has no {kind} spec", [f"kinds of {model}: {', '.join(schemas(model))}"])
+    if kind not in schemas(catalog, model):
+        raise SpecError(f"{model} has no {kind} spec", [f"kinds of {model}: {', '.join(schemas(catalog, model))}"])
 
 
-def check_spec(path: str | os.PathLike[str], model: str = "detectnet_v2", kind: str | None = None,
-               overrides: Sequence[str] = (), check_paths: bool = False) -> SpecReport:
+def check_spec(path: str | os.PathLike[str], model: str, kind: str | None = None,
+               overrides: Sequence[str] = (), check_paths: bool = False, *, catalog: SpecCatalog) -> SpecReport:
     """Check a spec file and report every problem; never raises for problems in the file.
 
     Args:
         path: the spec file.
-        model: ``detectnet_v2`` or ``mask_rcnn``.
+        model: a model name of ``catalog``.
         kind: ``experiment``, ``inference`` or ``dataset_convert``; recognised from the
             file's fields when None.
         overrides: ``FIELD=VALUE`` strings applied before validation.
         check_paths: treat missing data files/folders as errors instead of warnings.
+        catalog: every model's kind schemas (:func:`tltk.models.spec_catalog`; callers
+            normally use :func:`tltk.models.check_spec`, which passes it).
 
     Returns:
         A :class:`SpecReport` (an unreadable file gives ``valid=False`` and one error).
@@ -302,23 +304,25 @@ def check_spec(path: str | os.PathLike[str], model: str = "detectnet_v2", kind: 
     Raises:
         SpecError: when ``model``/``kind`` name no schema (a usage error, not a file problem).
     """
-    analysis = _analyse(path, model, kind, overrides, check_paths)
+    analysis = _analyse(path, model, kind, overrides, check_paths, catalog)
     errors = [p.format(analysis.source) for p in analysis.problems if p.severity == ERROR]
     warnings = [p.format(analysis.source) for p in analysis.problems if p.severity != ERROR]
     return SpecReport(analysis.kind, not errors, errors, warnings)
 
 
-def load_spec(path: str | os.PathLike[str], model: str = "detectnet_v2", kind: str | None = None,
-              overrides: Sequence[str] = (), check_paths: bool = False) -> LoadedSpec:
+def load_spec(path: str | os.PathLike[str], model: str, kind: str | None = None,
+              overrides: Sequence[str] = (), check_paths: bool = False, *, catalog: SpecCatalog) -> LoadedSpec:
     """Parse and validate a spec file.
 
     Args:
         path: the spec file.
-        model: ``detectnet_v2`` or ``mask_rcnn``.
+        model: a model name of ``catalog``.
         kind: ``experiment``, ``inference`` or ``dataset_convert``; recognised when None.
             Subtasks pass the kind they need (``train`` -> ``experiment``).
         overrides: ``FIELD=VALUE`` strings (``--set``) applied before validation.
         check_paths: treat missing data files/folders as errors.
+        catalog: every model's kind schemas (:func:`tltk.models.spec_catalog`; callers
+            normally use :func:`tltk.models.load_spec`, which passes it).
 
     Returns:
         The :class:`LoadedSpec`; its warnings are also logged.
@@ -327,12 +331,12 @@ def load_spec(path: str | os.PathLike[str], model: str = "detectnet_v2", kind: s
         SpecError: listing every problem (``file:line:col: field.path: message``) when the
             file is missing, unreadable or invalid.
     """
-    analysis = _analyse(path, model, kind, overrides, check_paths)
+    analysis = _analyse(path, model, kind, overrides, check_paths, catalog)
     source = analysis.source
     errors = [p.format(source) for p in analysis.problems if p.severity == ERROR]
     warnings = [p.format(source) for p in analysis.problems if p.severity != ERROR]
     if errors or analysis.message is None or analysis.kind is None:
-        what = schema_for(model, analysis.kind).description if analysis.kind else f"{model} spec"
+        what = schema_for(catalog, model, analysis.kind).description if analysis.kind else f"{model} spec"
         raise SpecError(f"{source}: invalid {what} ({len(errors)} error{'s' if len(errors) != 1 else ''})",
                         errors + [f"warning: {w}" for w in warnings],
                         hint=f"run `tltk {model} validate_spec -e {source}` to list the problems again")
@@ -342,7 +346,8 @@ def load_spec(path: str | os.PathLike[str], model: str = "detectnet_v2", kind: s
 
 
 def parse_spec_text(text: str, message_cls: type[Message], source_name: str = "<spec>",
-                    validate: bool = False, overrides: Sequence[str] = ()) -> Message:
+                    validate: bool = False, overrides: Sequence[str] = (),
+                    catalog: SpecCatalog | None = None) -> Message:
     """Parse protobuf text into ``message_cls`` with tltk's error reporting.
 
     Args:
@@ -352,6 +357,9 @@ def parse_spec_text(text: str, message_cls: type[Message], source_name: str = "<
         validate: also run the model's rules for this message class (data paths are not
             checked).
         overrides: ``FIELD=VALUE`` strings applied after parsing.
+        catalog: the spec catalog that holds ``message_cls``'s rules (zero-means-default
+            fields and, with ``validate``, the rule tables); without it only the syntax and
+            field names are checked.
 
     Returns:
         The message (defaults apply to unset fields).
@@ -359,7 +367,7 @@ def parse_spec_text(text: str, message_cls: type[Message], source_name: str = "<
     Raises:
         SpecError: listing every problem.
     """
-    schema = _schema_of_class(message_cls)
+    schema = _schema_of_class(catalog, message_cls) if catalog is not None else None
     reporter = Reporter()
     normalised, problems = prescan(text)
     nodes, syntax = parse_tree(normalised)
@@ -386,10 +394,10 @@ def parse_spec_text(text: str, message_cls: type[Message], source_name: str = "<
     return message
 
 
-def _schema_of_class(message_cls: type[Message]) -> KindSchema | None:
+def _schema_of_class(catalog: SpecCatalog, message_cls: type[Message]) -> KindSchema | None:
     full_name = message_cls.DESCRIPTOR.full_name
-    for model in SCHEMA_MODULES:
-        for schema in schemas(model).values():
+    for model in catalog:
+        for schema in schemas(catalog, model).values():
             if schema.message_class.DESCRIPTOR.full_name == full_name:
                 return schema
     return None

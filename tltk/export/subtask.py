@@ -1,0 +1,146 @@
+"""The ``export`` subtask for any model: a trained model to ONNX/.etlt, INT8 cache and Q/DQ model,
+optionally a TensorRT engine and DeepStream files.
+
+The model is seen only through its :class:`~tltk.core.task.Task`: the export signature (TAO's
+tensor names), the preprocessing of calibration images, the training data for calibration,
+and the DeepStream settings.  The work is done by :mod:`tltk.export.pipeline`,
+:mod:`tltk.tensorrt` and :mod:`tltk.deepstream`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tltk.core.task import DeepStreamRequest, Task
+from tltk.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportOptions:
+    """The export flags (names as TAO's ``export``)."""
+
+    model: str
+    output_file: str | None = None
+    key: str | None = None
+    experiment_spec: str | None = None
+    data_type: str = "fp32"
+    cal_data_file: str | None = None
+    cal_image_dir: str | None = None
+    cal_cache_file: str | None = None
+    cal_json_file: str | None = None
+    cal_method: str = "entropy"
+    batches: int = 10
+    batch_size: int = 16
+    max_batch_size: int = 16
+    max_workspace_size: int = 2 << 30
+    engine_file: str | None = None
+    strict_type_constraints: bool = False
+    force_ptq: bool = False
+    gen_ds_config: bool = False
+    trt_version: str | None = None
+    static_batch_size: int = -1
+    opset: int = 17
+    overwrite: bool = False
+
+
+def default_output(model_path: str, output_file: str | None) -> str:
+    """``<model without extension>.onnx`` unless ``-o`` is given (``.etlt`` keeps its extension)."""
+    if output_file:
+        return output_file
+    return os.path.splitext(model_path)[0] + ".onnx"
+
+
+def run_export(task: Task, network: Any, metadata: Mapping[str, Any], opts: ExportOptions,
+               model_name: str) -> dict[str, Any]:
+    """Run the whole export of one model.
+
+    Args:
+        task: the model's Task (with the experiment spec when one was given).
+        network: the loaded Keras network.
+        metadata: the model file's metadata.
+        opts: the flags.
+        model_name: the model name (``detectnet_v2``), for hints and the engine builder.
+
+    Returns:
+        The JSON report: ``onnx`` (path, names, parity), ``data_type`` and the INT8, engine and
+        DeepStream outputs when produced.
+    """
+    from tltk.core.qat import is_quantized
+    from tltk.export.pipeline import export_model, prepare_calibration_batches
+
+    if opts.data_type not in ("fp32", "fp16", "int8"):
+        raise UsageError(f"--data_type must be fp32, fp16 or int8, not {opts.data_type!r}")
+    output = default_output(opts.model, opts.output_file)
+    if os.path.exists(output) and not opts.overwrite:
+        raise UsageError(f"{output} exists; refusing to overwrite it (pass --force to replace it)")
+    if output.endswith(".etlt") and not opts.key:
+        raise UsageError("an .etlt output needs a key: pass -k/--key (or set TLTK_KEY)")
+    signature = task.export_signature(network)
+    preprocessing = task.preprocessing()
+
+    batches = None
+    # A QAT model carries its ranges: export_model uses them unless --force_ptq asks to calibrate.
+    if opts.data_type == "int8" and (opts.force_ptq or not is_quantized(network)):
+        def loader(batch_size: int, count: int) -> Any:
+            if opts.experiment_spec is None:
+                raise UsageError("INT8 export needs calibration data: --cal_data_file, --cal_image_dir or "
+                                 "-e <experiment spec> (its training data, without augmentation)")
+            return task.calibration_batches(batch_size, count)
+
+        batches = prepare_calibration_batches(opts.cal_data_file or None, opts.cal_image_dir or None,
+                                              opts.batch_size, opts.batches,
+                                              preprocess=lambda path: preprocessing.load(path)[0], loader=loader)
+    cache = opts.cal_cache_file or (os.path.join(os.path.dirname(os.path.abspath(output)), "cal.bin")
+                                    if opts.data_type == "int8" else None)
+    report = export_model(network, output, signature.input_name, signature.output_names, key=opts.key,
+                          data_type=opts.data_type, calibration_batches=batches, cal_method=opts.cal_method,
+                          cal_cache_file=cache, trt_version=opts.trt_version, force_ptq=opts.force_ptq,
+                          cal_json_file=opts.cal_json_file, max_batches=opts.batches,
+                          opset=opts.opset, dynamic_batch=opts.static_batch_size <= 0,
+                          static_batch_size=max(opts.static_batch_size, 1), overwrite=True)
+    report["output"] = output
+    class_names = [str(n) for n in (metadata.get("class_names") or task.class_names)]
+    if opts.engine_file:
+        report["engine"] = _build_engine(opts, output, report, signature.input_chw, model_name)
+    if opts.gen_ds_config:
+        report["deepstream"] = _deepstream(task, opts, output, report, class_names)
+    return report
+
+
+def _build_engine(opts: ExportOptions, onnx_path: str, report: dict[str, Any],
+                  input_chw: tuple[int, ...], model_name: str) -> dict[str, Any]:
+    from tltk.tensorrt.builder import build_onnx_engine
+    from tltk.tensorrt.converter_args import settings_from_flags
+
+    qdq = report.get("qdq_onnx")
+    model_for_engine = qdq if opts.data_type == "int8" and qdq else onnx_path
+    settings = settings_from_flags(engine_file=opts.engine_file, data_type=opts.data_type,
+                                   cache_file=report.get("cal_cache_file"), calib_batch_size=opts.batch_size,
+                                   max_batch_size=opts.max_batch_size, workspace=opts.max_workspace_size,
+                                   input_dims=",".join(str(d) for d in input_chw),
+                                   strict_types=opts.strict_type_constraints)
+    return build_onnx_engine(str(model_for_engine), settings, model=model_name)
+
+
+def _deepstream(task: Task, opts: ExportOptions, output: str, report: dict[str, Any],
+                class_names: list[str]) -> dict[str, str]:
+    from tltk.deepstream.nvinfer import write_deepstream_files
+
+    if not class_names:
+        raise UsageError("--gen_ds_config needs the class names: pass -e <experiment spec>")
+    folder = os.path.dirname(os.path.abspath(output))
+    qdq = report.get("qdq_onnx")
+    model_file = qdq if (opts.data_type == "int8" and qdq and not output.endswith(".etlt")) else output
+    request = DeepStreamRequest(
+        model_file=model_file, precision=opts.data_type, key=opts.key,
+        calib_cache=report.get("cal_cache_file") if opts.data_type == "int8" and model_file == output else None,
+        explicit_quantization=model_file != output, config_dir=folder, batch_size=max(opts.max_batch_size, 1),
+        class_names=tuple(class_names))
+    config, labels = task.deepstream_config(request)
+    return write_deepstream_files(folder, config, labels)

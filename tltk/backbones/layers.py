@@ -41,6 +41,11 @@ class BackboneConfig:
         bias_regularizer: Keras regularizer applied to every conv bias, or None.
         output_stride: total stride of the main output, 16 (DetectNet_v2) or 32 (resnet only,
             the C5 level MaskRCNN uses).
+        gamma_regularizer: Keras regularizer applied to every BN gamma, or None (TAO MaskRCNN's
+            weight decay covers gamma).
+        freeze_bn_affine: with ``freeze_bn``, also freeze gamma/beta (True, DetectNet_v2).
+            False gives TAO MaskRCNN's ``freeze_bn``: BN normalises with its moving statistics
+            in training too, but gamma and beta stay trainable.
     """
 
     use_batch_norm: bool = True
@@ -52,6 +57,8 @@ class BackboneConfig:
     kernel_regularizer: Any = None
     bias_regularizer: Any = None
     output_stride: int = 16
+    gamma_regularizer: Any = None
+    freeze_bn_affine: bool = True
 
     def bias(self, family_default: bool) -> bool:
         """The conv ``use_bias`` to use: the explicit setting or the family default.
@@ -201,11 +208,25 @@ def depthwise_conv2d(
     )(x)
 
 
+@keras.saving.register_keras_serializable(package="tltk")
+class FrozenStatsBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization that always normalises with its moving statistics.
+
+    Unlike a non-trainable Keras BN, gamma and beta stay trainable and the moving statistics are
+    never updated (TAO MaskRCNN's ``freeze_bn``: BN called in inference mode).  Same weights and
+    config as ``BatchNormalization``, so weights load by layer name either way.
+    """
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        return super().call(inputs, training=False, mask=mask)
+
+
 def batch_norm(x: Any, *, name: str, config: BackboneConfig, momentum: float = BN_MOMENTUM) -> Any:
     """BatchNormalization over the channel axis; frozen when ``config.freeze_bn``.
 
-    A frozen BN (Keras ``trainable=False``) always normalises with its moving statistics and
-    its gamma/beta are not updated.
+    A frozen BN always normalises with its moving statistics; with ``config.freeze_bn_affine``
+    (the default) it is a non-trainable Keras BN, otherwise a
+    :class:`FrozenStatsBatchNormalization` whose gamma/beta keep training.
 
     Args:
         x: NHWC input tensor.
@@ -216,11 +237,14 @@ def batch_norm(x: Any, *, name: str, config: BackboneConfig, momentum: float = B
     Returns:
         Normalised NHWC tensor of the same shape.
     """
-    return keras.layers.BatchNormalization(
+    stats_only = config.freeze_bn and not config.freeze_bn_affine
+    cls = FrozenStatsBatchNormalization if stats_only else keras.layers.BatchNormalization
+    return cls(
         axis=-1,
         momentum=momentum,
         epsilon=BN_EPSILON,
-        trainable=not config.freeze_bn,
+        gamma_regularizer=config.gamma_regularizer,
+        trainable=stats_only or not config.freeze_bn,
         name=name,
     )(x)
 

@@ -302,3 +302,17 @@ def test_one_preprocessing_for_pipeline_inference_and_calibration(tmp_path, synt
     assert loader_file.exists()
     for a, b in zip(loader, written, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("shape", "size", "scaled"), [((480, 640), (256, 384), (256, 341)),
+                                                        ((60, 100), (128, 192), (115, 192))])
+def test_letterbox_matches_a_pil_resize_within_one_grey_level(shape, size, scaled):
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    chw, info = preprocess_image(image, size)
+    sh, sw = scaled
+    np.testing.assert_allclose(info, [sh, sw, min(size[0] / shape[0], size[1] / shape[1]), *shape], rtol=1e-6)
+    resized = np.asarray(Image.fromarray(image).resize((sw, sh), Image.BILINEAR), np.float32) / 255.0
+    expected = ((resized - np.asarray(NORM_MEAN)) / np.asarray(NORM_STD)).transpose(2, 0, 1)
+    assert np.abs(chw[:, :sh, :sw] - expected).max() <= 1.0 / 255.0 / 0.224 + 1e-4
+    assert np.all(chw[:, sh:] == 0.0) and np.all(chw[:, :, sw:] == 0.0)

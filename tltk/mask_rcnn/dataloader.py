@@ -5,7 +5,8 @@ One preprocessing serves training, evaluation, inference and INT8 calibration
 
 1. decode (JPEG or PNG, 3 channels, whatever ``image/format`` says);
 2. resize keeping the aspect ratio: ``scale = min(H / h, W / w)``, scaled size
-   ``(floor(scale * h), floor(scale * w))``, bilinear;
+   ``(floor(scale * h), floor(scale * w))``, bilinear (antialiased when shrinking, which
+   matches PIL's bilinear resize within one grey level);
 3. normalize with TAO's mean and std on [0, 1] RGB: ``(x - (0.485, 0.456, 0.406)) / 0.224``;
 4. pad bottom/right with zeros (the mean colour) to ``image_size`` ``(H, W)``;
 5. NCHW.
@@ -110,7 +111,11 @@ def letterbox(image: tf.Tensor, image_size: tuple[int, int]) -> tuple[tf.Tensor,
     scaled_i = tf.cast(scaled, tf.int32)
     pixels = tf.cast(image, tf.float32)
     same = tf.reduce_all(tf.equal(scaled_i, tf.shape(image)[:2]))
-    resized = tf.cond(same, lambda: pixels, lambda: tf.image.resize(pixels, scaled_i, method="bilinear"))
+    # Downscaling filters over the covered pixels (as PIL's bilinear does), so a picture reads the
+    # same whether tf.data or an image library resized it; upscaling is plain bilinear.
+    resized = tf.cond(same, lambda: pixels, lambda: tf.cond(
+        scale < 1.0, lambda: tf.image.resize(pixels, scaled_i, method="bilinear", antialias=True),
+        lambda: tf.image.resize(pixels, scaled_i, method="bilinear")))
     normalized = (resized / 255.0 - tf.constant(NORM_MEAN, tf.float32)) / tf.constant(NORM_STD, tf.float32)
     padded = tf.image.pad_to_bounding_box(normalized, 0, 0, height, width)
     padded = tf.ensure_shape(padded, [height, width, 3])

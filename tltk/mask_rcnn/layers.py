@@ -63,7 +63,11 @@ class SelectClassMasks(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tltk")
 class SplitDetections(keras.layers.Layer):
-    """The ``(y1, x1, y2, x2)`` columns of ``[B, K, 6]`` detections: ``[B, K, 4]``."""
+    """The ``(y1, x1, y2, x2)`` columns of ``[B, K, 6]`` detections: ``[B, K, 4]`` (float32)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
 
     def call(self, detections: Any) -> Any:
         return detections[..., :4]

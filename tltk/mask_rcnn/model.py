@@ -173,7 +173,7 @@ def build_mask_rcnn(params: MaskRCNNParams, kernel_regularizer: Any = None) -> t
         mask_features = MultilevelRoiAlign(params.mask_roi_size, params.min_level,
                                            name="multilevel_crop_resize_1")(features, det_boxes)
         outputs["mask_fcn_logits"] = UnfoldRois(params.test_detections_per_image, channels_first=True,
-                                                name=MASK_OUTPUT_LAYER)(mask_head(mask_features))
+                                                dtype="float32", name=MASK_OUTPUT_LAYER)(mask_head(mask_features))
     inference_model = keras.Model(images, outputs, name=f"mask_rcnn_{params.arch}{params.nlayers}")
 
     # ---- training graph

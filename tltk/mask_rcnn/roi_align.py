@@ -63,11 +63,14 @@ def bilinear_gather(table: Any, base: Any, row_stride: Any, height: Any, width: 
     xi, wx = _axis_samples(x1, x2 - x1, size, width - 1.0)
     row_stride = tf.cast(row_stride, tf.int32) + tf.zeros_like(base)
     rows = base[..., None, None] + yi * row_stride[..., None, None]  # [B, R, S, 2]
-    index = rows[:, :, :, :, None, None] + xi[:, :, None, None, :, :]  # [B, R, S, 2, S, 2]
-    weight = wy[:, :, :, :, None, None] * wx[:, :, None, None, :, :]
-    values = tf.gather(table, index)  # [B, R, S, 2, S, 2, C]
-    values = values * tf.cast(weight, values.dtype)[..., None]
-    return tf.reduce_sum(values, axis=[3, 5])
+    # [B, R, S (y), S (x), 2 (y neighbour), 2 (x neighbour)] -> the 4 neighbours on one axis
+    index = rows[:, :, :, None, :, None] + xi[:, :, None, :, None, :]
+    weight = wy[:, :, :, None, :, None] * wx[:, :, None, :, None, :]
+    num_boxes = int(boxes.shape[1])
+    index = tf.reshape(index, [-1, num_boxes, size, size, 4])
+    weight = tf.reshape(weight, [-1, num_boxes, size, size, 4, 1])
+    values = tf.gather(table, index)  # [B, R, S, S, 4, C]
+    return tf.reduce_sum(values * tf.cast(weight, values.dtype), axis=4)
 
 
 def roi_levels(boxes: Any, min_level: int, max_level: int) -> Any:
@@ -137,6 +140,8 @@ class MultilevelRoiAlign(keras.layers.Layer):
     """
 
     def __init__(self, output_size: int, min_level: int, **kwargs: Any) -> None:
+        # boxes stay float32 under a mixed-precision policy; the output keeps the features' dtype
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.output_size = int(output_size)
         self.min_level = int(min_level)

@@ -146,3 +146,15 @@ def test_save_load_round_trip(models, tmp_path) -> None:
     got = loaded(images)
     for key in ref:
         np.testing.assert_array_equal(got[key].numpy(), ref[key].numpy())
+
+
+@pytest.mark.parametrize("nlayers, taps", [
+    (18, ("block_1b_relu", "block_2b_relu", "block_3b_relu", "block_4b_relu")),
+    (50, ("block_1c_relu", "block_2d_relu", "block_3f_relu", "block_4c_relu")),
+    (101, ("block_1c_relu", "block_2d_relu", "block_3f_relu", "block_4c_relu")),  # TAO's C4 quirk
+])
+def test_resnets_feed_tao_taps_to_the_fpn(nlayers: int, taps: tuple[str, ...]) -> None:
+    inference, _ = build_mask_rcnn(tiny.tiny_params(nlayers=nlayers, include_mask=False))
+    fed = tuple(inference.get_layer(f"l{level}").input._keras_history.operation.name for level in (2, 3, 4, 5))
+    assert fed == taps
+    assert inference.get_layer("l2").kernel.shape[-1] == 256

@@ -25,9 +25,19 @@ def _detectnet_v2_case(factory: Any) -> Path:
     return Path(toy["experiment"])
 
 
+def _load_case_module() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "mask_rcnn" / "battery.py"
+    spec = importlib.util.spec_from_file_location("mask_rcnn_battery_case", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _mask_rcnn_case(factory: Any) -> Path:
-    maker = pytest.importorskip("tests.mask_rcnn.battery", reason="MaskRCNN's battery case is not available yet")
-    return Path(maker.battery_spec(factory.getfixturevalue("tmp_path_factory")))
+    return Path(_load_case_module().battery_spec(factory.getfixturevalue("tmp_path_factory")))
 
 
 #: Model name -> fixture that returns a small experiment spec with data next to it.
@@ -41,7 +51,7 @@ def test_every_model_has_a_battery_case() -> None:
     assert sorted(BATTERY_CASES) == sorted(MODELS)
 
 
-@pytest.fixture(params=sorted(MODELS))
+@pytest.fixture(scope="module", params=sorted(MODELS))
 def case(request: Any) -> dict[str, Any]:
     model = request.param
     if importlib_missing(model):

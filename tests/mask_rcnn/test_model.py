@@ -33,7 +33,7 @@ TAO_LAYERS = ["conv1", "bn_conv1", "block_1a_conv_1", "block_1a_bn_1", "block_4a
 
 @pytest.fixture(scope="module")
 def models():
-    params = tiny.tiny_params()
+    params = tiny.tiny_params(freeze_bn=True, freeze_blocks=(0,))  # TAO's usual settings
     inference, training = build_mask_rcnn(params)
     return params, inference, training
 

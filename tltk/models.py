@@ -31,6 +31,10 @@ class ModelPackage(Protocol):
         """Spec kind -> its schema and rules."""
         ...
 
+    def load_layers(self) -> None:
+        """Import the modules that register the model's Keras layers (before loading a model file)."""
+        ...
+
     def make_task(self, spec: Any = None, key: str | None = None, metadata: Mapping[str, Any] | None = None) -> Any:
         """The model's :class:`tltk.core.task.Task`."""
         ...
@@ -101,6 +105,7 @@ def task_for_model_file(model: str, path: str, key: str | None = None, spec: Any
     """
     from tltk.modelfile.container import load_keras_model
 
+    model_package(model).load_layers()
     network, metadata = load_keras_model(path, key)
     metadata = dict(metadata)
     metadata.setdefault("input_shape", [int(d) for d in network.inputs[0].shape[1:]])

@@ -37,6 +37,11 @@ def spec_schemas() -> Mapping[str, KindSchema]:
     return SCHEMAS
 
 
+def load_layers() -> None:
+    """Import the modules that register DetectNet_v2's Keras layers (before loading a model file)."""
+    import tltk.detectnet_v2.model  # noqa: F401
+
+
 def make_task(spec: Any = None, key: str | None = None, metadata: Mapping[str, Any] | None = None) -> DetectNetV2Task:
     """The DetectNet_v2 Task for a loaded experiment spec and/or a model file's metadata."""
     from tltk.detectnet_v2.task import DetectNetV2Task

@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "validate_spec": "tltk.cli.validate_spec:mask_rcnn_validate_spec",
     "train": "tltk.cli.train:mask_rcnn_train",
     "export": "tltk.cli.export:mask_rcnn_export",
+    "evaluate": "tltk.cli.mask_rcnn_infer:mask_rcnn_evaluate",
+    "inference": "tltk.cli.mask_rcnn_infer:mask_rcnn_inference",
     "converter": "tltk.cli.converter:mask_rcnn_converter",
     "dataset_convert": "tltk.cli.mask_rcnn_data:dataset_convert",
 }
@@ -30,6 +32,11 @@ def spec_schemas() -> Mapping[str, KindSchema]:
     from tltk.mask_rcnn.spec import SCHEMAS
 
     return SCHEMAS
+
+
+def load_layers() -> None:
+    """Import the modules that register MaskRCNN's Keras layers (before loading a model file)."""
+    import tltk.mask_rcnn.model  # noqa: F401
 
 
 def make_task(spec: Any = None, key: str | None = None, metadata: Mapping[str, Any] | None = None) -> Any:

@@ -128,7 +128,10 @@ def test_etlt_uff_payload_prints_a_tensorrt_8_command(corpus_dir, tmp_path, no_t
     res = CliRunner().invoke(cli, ["detectnet_v2", "converter", str(source), "-k", "tlt_encode", "-d", "3,544,960",
                                    "-o", "output_cov/Sigmoid,output_bbox/BiasAdd", "-t", "int8", "-c", str(cache),
                                    "-m", "1", "-b", "1", "-e", "facemask.engine"])
-    assert res.exit_code == 3, res.output
+    # TensorRT 10 has no UFF parser: installing it would not help, so this is no missing dependency (3).
+    assert res.exit_code == 2, res.output
+    assert "TensorRT >= 10" not in res.output and "install" not in res.output.lower()
+    assert "TensorRT 8.x" in res.output and "tltk detectnet_v2 export" in res.output
     assert (f"trtexec --uff=facemask.uff --uffInput=input_1,3,544,960 --output=output_cov/Sigmoid,output_bbox/BiasAdd "
             f"--maxBatch=1 --saveEngine=facemask.engine --memPoolSize=workspace:1024 --fp16 --int8 --calib={cache}"
             ) in res.output

@@ -49,10 +49,10 @@ def test_decode_names_and_overwrite_rules(etlt, tmp_path):
     assert res.exit_code == 0
     assert (tmp_path / "fpenet.onnx").is_file()
     assert "trtexec --onnx=" in res.stderr
-    res = run("decode", path, "-k", "nvidia_tlt", "-o", tmp_path / "fpenet.uff")  # wrong extension: kept
-    assert res.exit_code == 0
-    assert "keeping the name you gave" in res.stderr
-    assert hashlib.sha256((tmp_path / "fpenet.uff").read_bytes()).hexdigest() == row["plaintext_sha256"]
+    res = run("decode", path, "-k", "nvidia_tlt", "-o", tmp_path / "fpenet.uff", "--json")  # says another format
+    assert res.exit_code == 2 and json.loads(res.stdout)["exit_code"] == 2
+    assert "the payload is ONNX, but the name ends in .uff" in res.stderr and "fpenet.onnx" in res.stderr
+    assert not (tmp_path / "fpenet.uff").exists()
     (tmp_path / "fpenet.onnx").write_bytes(b"old")
     res = run("decode", path, "-k", "nvidia_tlt", "-o", tmp_path / "fpenet.onnx", "--json")
     assert res.exit_code == 2
@@ -61,6 +61,21 @@ def test_decode_names_and_overwrite_rules(etlt, tmp_path):
     res = run("decode", path, "-k", "nvidia_tlt", "-o", tmp_path / "fpenet.onnx", "--force")
     assert res.exit_code == 0
     assert hashlib.sha256((tmp_path / "fpenet.onnx").read_bytes()).hexdigest() == row["plaintext_sha256"]
+
+
+def test_decode_uff_etlt_to_onnx_name_is_refused(etlt, tmp_path):
+    """The README's `decode old.etlt -o model.onnx` on a real TAO UFF .etlt must not write UFF into .onnx."""
+    path, row = etlt[LPD]
+    assert row["payload"] == "uff"
+    res = run("decode", path, "-k", row["key"], "-o", tmp_path / "model.onnx")
+    assert res.exit_code == 2, res.output
+    assert "the payload is UFF, but the name ends in .onnx" in res.stderr and "model.uff" in res.stderr
+    assert not (tmp_path / "model.onnx").exists()
+    res = run("decode", path, "-k", row["key"], "-o", tmp_path / "model", "--json")
+    assert res.exit_code == 0
+    doc = json.loads(res.stdout)
+    assert doc["output"] == str(tmp_path / "model.uff") and "TensorRT 8.6 or older" in doc["next_step"]
+    assert hashlib.sha256((tmp_path / "model.uff").read_bytes()).hexdigest() == row["plaintext_sha256"]
 
 
 def test_decode_wrong_or_missing_key_exits_2_and_writes_nothing(etlt, tmp_path):

@@ -37,7 +37,7 @@ class ToyTask:
 
     def training_plan(self, num_replicas: int) -> TrainingPlan:
         return TrainingPlan(steps_per_cycle=N // 6, num_cycles=self.num_cycles, checkpoint_every=1,
-                            validate_after=frozenset({2}), batch_size=6)
+                            validate_after=frozenset({2, self.num_cycles}), batch_size=6)
 
     def build_network(self) -> keras.Model:
         keras.utils.set_random_seed(self.seed)
@@ -171,3 +171,105 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path):
     assert model.layers[-2].compute_dtype == "float32"
     out_arr = model(np.zeros((1, C, H, W), "float32")).numpy()
     assert out_arr.dtype == np.float32 and out_arr.shape == (1, 2, H, W)
+
+
+class WiderToyTask(ToyTask):
+    """The toy task with 16 filters instead of 8 and named classes (another spec for the same folder)."""
+
+    def __init__(self, filters: int = 16, class_names: tuple[str, ...] = ("a", "b"), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.class_names = list(class_names)
+
+    def build_network(self) -> keras.Model:
+        keras.utils.set_random_seed(self.seed)
+        inp = keras.Input((C, H, W), name="input_1")
+        x = keras.layers.Permute((2, 3, 1))(inp)
+        x = keras.layers.Conv2D(self.filters, 3, padding="same", activation="relu", name="conv1")(x)
+        x = keras.layers.Conv2D(2, 1, name="head")(x)
+        return keras.Model(inp, keras.layers.Permute((3, 1, 2), name="head_nchw")(x), name="toy")
+
+    def model_metadata(self) -> dict[str, Any]:
+        return {**super().model_metadata(), "class_names": self.class_names}
+
+
+def _status(out: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in open(os.path.join(out, "status.json"))]
+
+
+def test_reusing_a_results_folder_with_another_network_stops_with_a_sentence(tmp_path):
+    from tltk.errors import EXIT_USAGE, InvalidInputError
+
+    out = str(tmp_path / "run")
+    train(WiderToyTask(num_cycles=1), out)
+    with pytest.raises(InvalidInputError) as info:
+        train(WiderToyTask(num_cycles=2, filters=8), out)
+    message = str(info.value)
+    assert info.value.exit_code == EXIT_USAGE
+    assert "holds checkpoints of a different network than this spec builds" in message
+    assert "another architecture" in message and "--no_resume" in message and "ValueError" not in message
+    assert _status(out)[-1]["status"] == "FAILURE"
+    with pytest.raises(InvalidInputError, match="classes a, b there, a, c in this spec"):
+        train(WiderToyTask(num_cycles=2, class_names=("a", "c")), out)
+    # --no_resume starts over in the same folder: the earlier checkpoints go.
+    report = train(WiderToyTask(num_cycles=2, filters=8), out, resume=False)
+    assert report.resumed_from == 0
+    assert [c.cycle for c in checkpoints.list_checkpoints(out)] == [1, 2]
+    assert [json.loads(x)["epoch"] for x in open(os.path.join(out, "metrics.jsonl"))] == [1, 2]
+    # The same spec resumes as before.
+    assert train(WiderToyTask(num_cycles=3, filters=8), out).resumed_from == 2
+
+
+def test_checkpoint_without_signature_that_does_not_fit_is_a_usage_error(tmp_path):
+    from tltk.errors import InvalidInputError
+
+    out = str(tmp_path / "old")
+    train(WiderToyTask(num_cycles=1), out)
+    info = checkpoints.latest_checkpoint(out)
+    state = dict(info.state)
+    state.pop("signature")  # as written before signatures were recorded
+    with open(os.path.join(info.path, checkpoints.STATE_FILE), "w") as fh:
+        json.dump(state, fh)
+    with pytest.raises(InvalidInputError, match="does not fit the network this spec builds"):
+        train(WiderToyTask(num_cycles=2, filters=8), out)
+
+
+class ImageFileTask(ToyTask):
+    """The toy task reading its images from PNG files through the shared decodability check."""
+
+    def __init__(self, paths: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.paths = paths
+
+    def train_dataset(self, start_cycle: int, global_batch_size: int) -> tf.data.Dataset:
+        from tltk.data.images import assert_decodable
+
+        def load(path: tf.Tensor) -> Any:
+            image = tf.io.decode_png(assert_decodable(tf.io.read_file(path), path), channels=3)
+            image = tf.transpose(tf.cast(image, tf.float32) / 255.0, [2, 0, 1])
+            return tf.ensure_shape(image, [C, H, W]), tf.zeros([2, H, W])
+
+        files = tf.data.Dataset.from_tensor_slices(self.paths).repeat()
+        return files.map(load).batch(global_batch_size, drop_remainder=True)
+
+
+def test_an_undecodable_image_met_in_training_is_named_and_recorded(tmp_path):
+    from PIL import Image
+
+    from tltk.errors import EXIT_USAGE, InvalidInputError
+
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((H, W, 3), 40 * i, np.uint8)).save(path)
+        paths.append(str(path))
+    data = open(paths[4], "rb").read()
+    with open(paths[4], "wb") as fh:
+        fh.write(data[: len(data) - 20])  # truncated: the IEND chunk is gone
+    out = str(tmp_path / "run")
+    with pytest.raises(InvalidInputError) as info:
+        train(ImageFileTask(paths, num_cycles=1), out)
+    assert info.value.exit_code == EXIT_USAGE
+    assert f"the image {paths[4]} cannot be decoded" in str(info.value)
+    last = _status(out)[-1]
+    assert last["status"] == "FAILURE" and paths[4] in last["message"]

@@ -244,3 +244,29 @@ def test_sample_modifier_duplicates_rare_and_caps():
     assert len(mod.modify(frame("car", "cyclist", "cyclist"), 1)) == 3  # 2 cyclists > 1 car: +2 copies
     assert len(mod.modify(frame("car", "car", "cyclist"), 1)) == 1
     assert len(mod.modify(frame("car", "car"), 0)) == 1  # validation fold untouched
+
+
+def test_truncated_and_unreadable_images_are_skipped_at_conversion_with_file_and_reason(tmp_path):
+    cfg = _kitti(str(tmp_path / "data"), 6, num_shards=1)
+    images = tmp_path / "data" / "image_2"
+    whole = (images / "000003.png").read_bytes()
+    (images / "000003.png").write_bytes(whole[: len(whole) // 2])  # header intact, pixels cut off
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(images / "000004.png", format="BMP")  # wrong format
+    report = dc.convert_dataset(cfg, str(tmp_path / "out" / "kitti"))
+    bad = {os.path.basename(p.path): p for p in report.problems if p.kind == "unreadable_image"}
+    assert sorted(bad) == ["000003.png", "000004.png"]
+    assert "truncated" in bad["000003.png"].message and "frame skipped" in bad["000003.png"].message
+    assert "a BMP image; the training loader decodes PNG, JPEG, GIF only" in bad["000004.png"].message
+    assert report.num_frames == 4 and report.frames_skipped == 2
+
+
+def test_converting_again_with_fewer_shards_removes_the_earlier_shards(tmp_path):
+    prefix = str(tmp_path / "out" / "kitti")
+    dc.convert_dataset(_kitti(str(tmp_path / "data"), 10, num_shards=3), prefix)
+    assert len(glob.glob(prefix + "-fold-*")) == 6
+    report = dc.convert_dataset(_kitti(str(tmp_path / "data"), 10, num_shards=1), prefix)
+    names = sorted(os.path.basename(p) for p in glob.glob(prefix + "-fold-*"))
+    assert names == ["kitti-fold-000-of-002-shard-00000-of-00001", "kitti-fold-001-of-002-shard-00000-of-00001"]
+    assert len(report.removed_stale) == 6 and report.to_dict()["removed_stale_shards"] == report.removed_stale
+    frames = [parse_detection_example(r).frame_id for r in iterate_records(sorted(glob.glob(prefix + "-fold-*")))]
+    assert len(frames) == len(set(frames)) == 10

@@ -52,7 +52,7 @@ def test_cross_section_problems_are_all_reported(base: str, tmp_path: Path) -> N
     assert len(report.errors) == 4
     warnings = "\n".join(report.warnings)
     assert "650 should be a multiple of 16" in warnings
-    assert "dataset_convert writes lower-case class names, so 'Bus' never matches" in warnings
+    assert "tltk matches 'Bus' to 'bus' (it ignores case), TAO compares exactly" in warnings
 
 
 def test_rules_follow_tao_without_its_bugs(base: str, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ _HELP = ("Build a TensorRT engine from an .etlt or .onnx model (tao-converter's 
 def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         click.argument("input_file", type=click.Path(dir_okay=False)),
-        click.option("-k", "--key", envvar="TLTK_KEY", default=None,
+        click.option("-k", "--key", "--enc_key", "key", envvar="TLTK_KEY", default=None,
                      help="Key of the .etlt file (or set TLTK_KEY); ignored for .onnx."),
         click.option("-d", "--input_dims", default=None, metavar="C,H,W",
                      help="Input dims without batch, comma separated (required for UFF .etlt files)."),
@@ -99,7 +99,6 @@ def run_converter(model: str, input_file: str, key: str | None = None, input_dim
 
     from tltk.errors import InvalidInputError, ModelFileError, UsageError
     from tltk.fileio import atomic_write_bytes
-    from tltk.tensorrt.availability import require_tensorrt
     from tltk.tensorrt.converter_args import settings_from_flags, trtexec_command
 
     log = logging.getLogger("tltk.cli.converter")
@@ -133,12 +132,15 @@ def run_converter(model: str, input_file: str, key: str | None = None, input_dim
         raise InvalidInputError(f"{input_file}: converter takes an .etlt or .onnx model, not '{extension or 'no extension'}'")
 
     if kind == "uff":
+        # Whether TensorRT is installed here does not matter: TensorRT 9 and newer have no UFF
+        # parser, so installing a current TensorRT would not help.
         command = trtexec_command(settings, model_path, "uff", uff_input_name=uff_input_name)
-        require_tensorrt(command)
         raise ModelFileError(
-            f"{input_file} holds a UFF graph; TensorRT 9 and newer cannot parse UFF. Build it with TensorRT 8 "
-            f"(decoded model: {model_path}):\n\n    {command}\n",
-            hint=f"or re-export the model to ONNX with `tltk {model} export`")
+            f"{input_file} holds a UFF graph (an old TAO export); TensorRT 9 and newer cannot parse UFF, so no "
+            f"current TensorRT can build it. The decoded UFF model is {model_path}; on a machine with TensorRT 8.x "
+            f"(8.6 is the last with UFF) this builds the engine:\n\n    {command}\n",
+            hint=f"for TensorRT 10, export the trained .tlt model to ONNX with `tltk {model} export -m MODEL.tlt` "
+                 "(a TAO .tlt/.hdf5 model loads with its key), or retrain and export with tltk")
 
     from tltk.tensorrt.builder import build_onnx_engine
 

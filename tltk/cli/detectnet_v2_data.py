@@ -40,14 +40,17 @@ def dataset_convert(dataset_export_spec: str, output_filename: str, validation_f
                              resolve=lambda value: resolve_spec_path(loaded, value))
     data = report.to_dict()
     if results_dir:
+        from tltk.fileio import atomic_write_text
+
         os.makedirs(results_dir, exist_ok=True)
-        with open(os.path.join(results_dir, "status.json"), "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
+        atomic_write_text(os.path.join(results_dir, "status.json"), json.dumps(data, indent=2) + "\n")
     n_problems = len(report.problems)
     folds = ", ".join(f"fold {p.index}: {p.num_frames}" for p in report.partitions)
     summary = (f"Wrote {report.num_frames} frames ({folds}) to {len(report.shards)} shard(s) at {report.output_prefix}"
                f"; {n_problems} data problem(s)"
-               + (f", see {report.problems_file}" if report.problems_file else "") + ".")
+               + (f", see {report.problems_file}" if report.problems_file else "")
+               + (f"; removed {len(report.removed_stale)} shard(s) of an earlier conversion" if report.removed_stale
+                  else "") + ".")
     return CommandResult(summary, data)
 
 

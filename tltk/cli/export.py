@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tltk.cli.common import CommandResult, key_option, tltk_command
+from tltk.cli.common import CommandResult, check_model_file, key_option, tltk_command
 
 
 def make_export_command(model_name: str) -> click.Command:
@@ -26,7 +26,7 @@ def make_export_command(model_name: str) -> click.Command:
     @click.option("--cal_method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy",
                   show_default=True, help="INT8 calibration algorithm.")
     @click.option("--batches", type=int, default=10, show_default=True, help="Calibration batches.")
-    @click.option("--batch_size", type=int, default=16, show_default=True, help="Calibration batch size.")
+    @click.option("--batch_size", type=int, default=8, show_default=True, help="Calibration batch size (TAO: 8).")
     @click.option("--max_batch_size", type=int, default=16, show_default=True, help="Engine / DeepStream max batch.")
     @click.option("--max_workspace_size", type=int, default=2 << 30, show_default=True, help="TensorRT workspace, bytes.")
     @click.option("--engine_file", default=None, help="Also build a TensorRT engine here (needs TensorRT).")
@@ -37,13 +37,22 @@ def make_export_command(model_name: str) -> click.Command:
     @click.option("--static_batch_size", type=int, default=-1, show_default=True, help="-1 = dynamic batch.")
     @click.option("--target_opset", type=int, default=17, show_default=True, help="ONNX opset.")
     @click.option("--force", is_flag=True, help="Replace existing output files.")
+    @click.option("--min_batch_size", "--opt_batch_size", "_profile_batch", type=int, default=None, hidden=True,
+                  help="Accepted for TAO compatibility; the engine profile runs from 1 to --max_batch_size.")
+    @click.option("--onnx_route", default=None, hidden=True,
+                  help="Accepted for TAO compatibility; tltk always converts with tf2onnx.")
+    @click.option("--results_dir", default=None, hidden=True,
+                  help="Accepted for TAO compatibility (TAO writes a status file there); export writes none.")
     def command(model: str, key: str | None, output_file: str | None, spec: str | None, data_type: str,
                             cal_data_file: str | None, cal_image_dir: str | None, cal_cache_file: str | None,
                             cal_json_file: str | None, cal_method: str, batches: int, batch_size: int,
                             max_batch_size: int, max_workspace_size: int, engine_file: str | None,
                             strict_type_constraints: bool, force_ptq: bool, gen_ds_config: bool,
                             trt_version: str | None, static_batch_size: int, target_opset: int,
-                            force: bool) -> CommandResult:
+                            force: bool, _profile_batch: int | None, onnx_route: str | None,
+                            results_dir: str | None) -> CommandResult:
+        check_model_file(model, "-m", "keras", hint="export takes the .tlt model that train wrote (an .onnx is "
+                                                     "already exported)")
         from tltk.export.subtask import ExportOptions, run_export
         from tltk.models import load_spec, task_for_model_file
 

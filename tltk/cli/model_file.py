@@ -41,8 +41,10 @@ def _output_path(output: str, input_path: str, kind: str) -> str:
     if not given:
         return output + ext
     if _ALIASES.get(given, given) != ext:
-        log.warning("%s: the payload is %s but the name ends in %s; keeping the name you gave",
-                    output, _KIND_NAMES[kind], given)
+        raise UsageError(f"-o {output}: the payload is {_KIND_NAMES[kind]}, but the name ends in {given}, which says "
+                         "another format",
+                         hint=f"name it {os.path.splitext(output)[0] + ext} (or give a folder or a name without an "
+                              "extension: the extension is then chosen from the payload)")
     return output
 
 
@@ -63,8 +65,8 @@ def _next_step(kind: str, output: str) -> str:
     "Decode a legacy TAO .etlt/.tlt to plain ONNX, UFF or HDF5.\n\n"
     "Also writes the Keras model of a tltk .tlt container.  "
     "The payload (ONNX, UFF, Keras HDF5 or a checkpoint zip) is written to OUTPUT; a folder or a name "
-    "without extension gets the extension of what the payload is.  Use it to move old TAO models to "
-    "current TensorRT (trtexec --onnx=...)."))
+    "without extension gets the extension of what the payload is, and an extension that says another "
+    "format is refused (exit 2).  Use it to move old TAO models to current TensorRT (trtexec --onnx=...)."))
 @click.argument("input_file", metavar="INPUT")
 @key_option()
 @click.option("-o", "--output_file", "output", required=True, metavar="OUTPUT",

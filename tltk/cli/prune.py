@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from tltk.cli.common import CommandResult, key_option, tltk_command
+from tltk.cli.common import CommandResult, check_model_file, key_option, tltk_command
 
 _NOT_CONTAINERS = (".hdf5", ".h5", ".keras", ".onnx", ".etlt", ".engine", ".plan", ".trt", ".uff")
 # Metadata entries that describe the file, not the model: rewritten by the container writer.
@@ -50,11 +50,14 @@ def make_prune_command(model_name: str) -> click.Command:
     @click.option("-el", "--excluded_layers", multiple=True, metavar="LAYER",
                   help="Layer whose output channels are all kept (repeatable; TAO's `-el a b c` also works: the "
                        "LAYER arguments).")
+    @click.option("--results_dir", default=None, hidden=True,
+                  help="Accepted for TAO compatibility (TAO writes a status file there); prune writes none.")
     @click.argument("more_excluded_layers", nargs=-1, metavar="[LAYER]...")
     def command(model: str, output_file: str, key: str | None, normalizer: str,
                            equalization_criterion: str, pruning_granularity: int, pruning_threshold: float,
-                           min_num_filters: int, excluded_layers: tuple[str, ...],
+                           min_num_filters: int, excluded_layers: tuple[str, ...], results_dir: str | None,
                            more_excluded_layers: tuple[str, ...]) -> CommandResult:
+        check_model_file(model, "-m", "keras", hint="prune takes the .tlt model that train wrote")
         from tltk import console
         from tltk.core.pruning import PruningOptions
         from tltk.errors import UsageError

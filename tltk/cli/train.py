@@ -35,11 +35,16 @@ def _make_train_command(model: str) -> click.Command:
     @click.option("--gpu_index", multiple=True, callback=_gpu_index, help="GPU ids to use, e.g. --gpu_index 0 1.")
     @click.option("--use_amp", is_flag=True, help="Mixed precision (float16 compute with loss scaling).")
     @click.option("--enable_determinism", is_flag=True, help="Deterministic TensorFlow ops (slower).")
-    @click.option("--no_resume", is_flag=True, help="Start from scratch even if checkpoints exist.")
+    @click.option("--no_resume", is_flag=True,
+                  help="Start from scratch even if checkpoints exist (the earlier run's checkpoints are removed).")
+    @click.option("-np", "--num_processes", type=int, default=-1, hidden=True,
+                  help="Accepted for TAO compatibility: one process drives every GPU here (--gpus); several "
+                       "machines use TF_CONFIG (docs/training.md).")
+    @click.option("--launch_cuda_blocking", is_flag=True, hidden=True, help="Set CUDA_LAUNCH_BLOCKING=1 (debugging).")
     @set_option()
     def command(spec: str, results_dir: str | None, model_name: str, key: str | None, gpus: int,
                 gpu_index: list[int] | None, use_amp: bool, enable_determinism: bool, no_resume: bool,
-                overrides: tuple[str, ...]) -> CommandResult:
+                num_processes: int, launch_cuda_blocking: bool, overrides: tuple[str, ...]) -> CommandResult:
         from tltk.models import load_spec
         from tltk.spec import write_resolved_spec
 
@@ -47,6 +52,13 @@ def _make_train_command(model: str) -> click.Command:
         out = os.path.abspath(default_results_dir(spec, results_dir))
         os.makedirs(out, exist_ok=True)
         write_resolved_spec(loaded.message, os.path.join(out, "experiment_spec.txt"))
+        if launch_cuda_blocking:
+            os.environ["CUDA_LAUNCH_BLOCKING"] = "1"
+        if num_processes > 1:
+            import logging
+
+            logging.getLogger(__name__).info("-np %d: tltk runs one process per machine; it uses the GPUs given by "
+                                             "--gpus/--gpu_index", num_processes)
         if enable_determinism:
             os.environ["TF_DETERMINISTIC_OPS"] = "1"
             os.environ["TF_CUDNN_DETERMINISTIC"] = "1"

@@ -111,6 +111,23 @@ class ProgressCallback(keras.callbacks.Callback):
                  _scalar(logs.get("learning_rate")), _fmt_duration(now - self._cycle_start), _fmt_duration(eta))
 
 
+def append_status(results_dir: str, status: str, message: str, **extra: Any) -> None:
+    """Append one line to ``<results_dir>/status.json`` (TAO's status log).
+
+    Args:
+        results_dir: the run's folder (must exist).
+        status: ``STARTED``, ``RUNNING``, ``SUCCESS`` or ``FAILURE``.
+        message: one human sentence.
+        **extra: more JSON-able fields (epoch, losses...).
+    """
+    now = _dt.datetime.now()
+    record = {"date": now.strftime("%-m/%-d/%Y"), "time": now.strftime("%H:%M:%S"), "status": status,
+              "verbosity": "ERROR" if status == "FAILURE" else "INFO", "message": message}
+    record.update(extra)
+    with open(os.path.join(results_dir, "status.json"), "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, default=_scalar) + "\n")
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Validation, checkpoints, ``status.json``, ``metrics.jsonl`` and plots at the end of each cycle.
 
@@ -122,11 +139,15 @@ class RunRecorder(keras.callbacks.Callback):
         optimizer: the optimizer (checkpointed).
         extra_state: returns the JSON-able state to store with each checkpoint.
         chief: whether this process writes files.
+        signature: the network's :func:`tltk.core.checkpoints.network_signature`, stored with
+            each checkpoint.
     """
 
     def __init__(self, results_dir: str, plan: TrainingPlan, network: keras.Model, task: Task,
-                 optimizer: Any, extra_state: Callable[[], dict[str, Any]], chief: bool = True) -> None:
+                 optimizer: Any, extra_state: Callable[[], dict[str, Any]], chief: bool = True,
+                 signature: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.signature = signature
         self.results_dir = results_dir
         self.plan = plan
         self.network = network
@@ -155,19 +176,14 @@ class RunRecorder(keras.callbacks.Callback):
         """Append one line to ``status.json``."""
         if not self.chief:
             return
-        now = _dt.datetime.now()
-        record = {"date": now.strftime("%-m/%-d/%Y"), "time": now.strftime("%H:%M:%S"), "status": status,
-                  "verbosity": "INFO", "message": message}
-        record.update(extra)
-        with open(os.path.join(self.results_dir, "status.json"), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=_scalar) + "\n")
+        append_status(self.results_dir, status, message, **extra)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
         cycle = epoch + 1
         step = cycle * self.plan.steps_per_cycle
         metrics: dict[str, float] = {}
-        if cycle in self.plan.validate_after or cycle == self.plan.num_cycles:
+        if cycle in self.plan.validate_after:
             metrics, report = self.task.validate(self.network)
             console.echo(f"\n{self.plan.cycle_name.capitalize()} {cycle}/{self.plan.num_cycles}\n{'=' * 25}\n{report}")
             for name, value in metrics.items():
@@ -175,7 +191,8 @@ class RunRecorder(keras.callbacks.Callback):
         if cycle % self.plan.checkpoint_every == 0 or cycle == self.plan.num_cycles:
             if self.chief:
                 checkpoints.save_checkpoint(self.results_dir, cycle, step, self.network, self.optimizer_ref,
-                                            self.extra_state(), cycle_name=self.plan.cycle_name)
+                                            self.extra_state(), cycle_name=self.plan.cycle_name,
+                                            signature=self.signature)
         scalars = {k: _scalar(v) for k, v in logs.items() if not isinstance(v, (dict, list, str))}
         scalars = {k: v for k, v in scalars.items() if not math.isnan(v)}
         self.last_logs = scalars

@@ -17,9 +17,11 @@ import keras
 import tensorflow as tf
 
 from tltk.core import checkpoints
-from tltk.core.callbacks import ProgressCallback, RunRecorder
+from tltk.core.callbacks import ProgressCallback, RunRecorder, append_status
 from tltk.core.distribution import is_chief, make_strategy
 from tltk.core.task import CostScaling, Task
+from tltk.data.images import undecodable_image_path
+from tltk.errors import InvalidInputError, TltkError
 from tltk.fileio import folder_lock
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,12 @@ def train(task: Task, results_dir: str, model_name: str = "model", key: str | No
 
     Returns:
         A :class:`TrainReport`.
+
+    Raises:
+        InvalidInputError: the results folder holds checkpoints of another network, or the
+            training data cannot be read (an image that cannot be decoded is named when the
+            task's input pipeline can tell which); ``status.json`` then ends with a FAILURE line.
+        TltkError: what the task raises (spec or data errors); also recorded as FAILURE.
     """
     started = time.monotonic()
     os.makedirs(results_dir, exist_ok=True)
@@ -177,68 +185,137 @@ def train(task: Task, results_dir: str, model_name: str = "model", key: str | No
 
 def _train_locked(task: Task, results_dir: str, model_name: str, key: str | None, use_amp: bool, gpus: int,
                   gpu_index: list[int] | None, resume: bool, strategy: Any, started: float) -> TrainReport:
-    from tltk.modelfile.container import save_keras_model
-
     strategy = strategy or make_strategy(gpus, gpu_index)
     chief = is_chief(strategy)
+    if not resume and chief:
+        _forget_earlier_run(results_dir)
     previous_policy = keras.mixed_precision.global_policy()
     if use_amp:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        with strategy.scope():
-            network = task.build_network()
-            plan = task.training_plan(strategy.num_replicas_in_sync)
-            optimizer = task.build_optimizer(plan)
-            cost_scaling = task.cost_scaling()
-            if use_amp and cost_scaling is None:
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            loss_names = list(task.loss_names())
-            model = TaskModel(network, task, loss_names, cost_scaling)
-            model.compile(optimizer=optimizer, jit_compile=False)
-            optimizer.build(model.trainable_variables)
-
-        start_cycle = 0
-        latest = checkpoints.latest_checkpoint(results_dir) if resume else None
-        if latest is not None:
-            state = checkpoints.restore_checkpoint(latest, network, optimizer)
-            task.restore_extra_state(state.get("task", {}))
-            if cost_scaling is not None and "cost_exponent" in state:
-                model.cost_exponent.assign(state["cost_exponent"])
-            start_cycle = latest.cycle
-            log.info("resuming from %s (%s %d, step %d)", latest.path, plan.cycle_name, latest.cycle, latest.step)
-
-        def extra_state() -> dict[str, Any]:
-            state: dict[str, Any] = {"task": task.extra_state()}
-            if cost_scaling is not None:
-                state["cost_exponent"] = float(model.cost_exponent.numpy())
-            return state
-
-        recorder = RunRecorder(results_dir=results_dir, plan=plan, network=network, task=task,
-                               optimizer=optimizer, extra_state=extra_state, chief=chief)
-        callbacks: list[Any] = [ProgressCallback(plan)] + list(task.callbacks()) + [recorder]
+        return _run(task, results_dir, model_name, key, use_amp, resume, strategy, chief, started)
+    except BaseException as exc:
+        error = _input_data_error(exc)
+        failure = error or exc
         if chief:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(results_dir, "events"),
-                                                         write_graph=False, update_freq="epoch"))
-        if start_cycle < plan.num_cycles:
-            dataset = task.train_dataset(start_cycle, plan.batch_size)
-            recorder.log_status("STARTED", f"training from {plan.cycle_name} {start_cycle}")
-            model.fit(dataset, epochs=plan.num_cycles, initial_epoch=start_cycle,
-                      steps_per_epoch=plan.steps_per_cycle, callbacks=callbacks, verbose=0,
-                      shuffle=False)
-        else:
-            log.info("the newest checkpoint already completes the run; writing the final model only")
-
-        model_path = os.path.join(results_dir, f"{model_name}.tlt")
-        if chief:
-            if use_amp:
-                network = _as_float32_network(network)
-            save_keras_model(model_path, network, task.model_metadata(), key=key)
-            recorder.log_status("SUCCESS", f"final model written to {model_path}")
-        return TrainReport(results_dir=results_dir, model_path=model_path, resumed_from=start_cycle,
-                           cycles=plan.num_cycles, steps=plan.total_steps,
-                           seconds=time.monotonic() - started, final_metrics=dict(recorder.last_logs))
+            if isinstance(exc, KeyboardInterrupt):
+                reason = "interrupted"
+            elif isinstance(failure, TltkError):
+                reason = failure.message
+            else:
+                reason = f"{type(exc).__name__}: {_tf_message(exc)}"
+            append_status(results_dir, "FAILURE", reason)
+        if error is not None:
+            raise error from exc
+        raise
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _forget_earlier_run(results_dir: str) -> None:
+    """``--no_resume``: an earlier run's checkpoints and metrics history would mix with the new run's."""
+    removed = checkpoints.remove_checkpoints(results_dir)
+    history = os.path.join(results_dir, "metrics.jsonl")
+    if os.path.isfile(history):
+        os.remove(history)
+    if removed:
+        log.warning("--no_resume: removed %d checkpoint(s) of the earlier run in %s", removed, results_dir)
+
+
+#: Messages of TensorFlow's image decoders (the file is not named in them).
+_DECODE_ERRORS = ("Invalid PNG data", "Invalid JPEG data", "jpeg::Uncompress", "Unknown image file format",
+                  "DecodePng", "DecodeJpeg", "DecodeImage", "DecodeBmp", "DecodeGif")
+
+
+def _tf_message(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", exc))
+    if "}}" in text and text.lstrip().startswith("{{"):
+        text = text.split("}}", 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _input_data_error(exc: BaseException) -> InvalidInputError | None:
+    """A TensorFlow error raised by the input pipeline, as the user's data problem it is (else None)."""
+    if not isinstance(exc, (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError)):
+        return None
+    message = str(getattr(exc, "message", exc))
+    hint = ("remove or replace the file and run dataset_convert again (it decodes every image and skips the bad "
+            "ones); training resumes from the newest checkpoint")
+    path = undecodable_image_path(message)
+    if path:
+        return InvalidInputError(f"training stopped: the image {path} cannot be decoded (truncated, or not a PNG or "
+                                 "JPEG file)", hint=hint)
+    if isinstance(exc, tf.errors.NotFoundError):
+        return InvalidInputError(f"training stopped: a file of the training data is missing ({_tf_message(exc)})",
+                                 hint="check the spec's data paths; training resumes from the newest checkpoint")
+    if any(marker in message for marker in _DECODE_ERRORS):
+        return InvalidInputError(f"training stopped: an image of the training data cannot be decoded "
+                                 f"(TensorFlow: {_tf_message(exc)})", hint=hint)
+    if isinstance(exc, tf.errors.DataLossError):
+        return InvalidInputError(f"training stopped: a TFRecord file is damaged ({_tf_message(exc)})",
+                                 hint="run dataset_convert again to rewrite the TFRecords")
+    return None
+
+
+def _run(task: Task, results_dir: str, model_name: str, key: str | None, use_amp: bool, resume: bool,
+         strategy: Any, chief: bool, started: float) -> TrainReport:
+    from tltk.modelfile.container import save_keras_model
+
+    with strategy.scope():
+        network = task.build_network()
+        plan = task.training_plan(strategy.num_replicas_in_sync)
+        optimizer = task.build_optimizer(plan)
+        cost_scaling = task.cost_scaling()
+        if use_amp and cost_scaling is None:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        loss_names = list(task.loss_names())
+        model = TaskModel(network, task, loss_names, cost_scaling)
+        model.compile(optimizer=optimizer, jit_compile=False)
+        optimizer.build(model.trainable_variables)
+    signature = checkpoints.network_signature(network, task.model_metadata().get("class_names"))
+
+    start_cycle = 0
+    latest = checkpoints.latest_checkpoint(results_dir) if resume else None
+    if latest is not None:
+        checkpoints.check_signature(latest, signature, results_dir)
+        state = checkpoints.restore_checkpoint(latest, network, optimizer)
+        task.restore_extra_state(state.get("task", {}))
+        if cost_scaling is not None and "cost_exponent" in state:
+            model.cost_exponent.assign(state["cost_exponent"])
+        start_cycle = latest.cycle
+        log.info("resuming from %s (%s %d, step %d)", latest.path, plan.cycle_name, latest.cycle, latest.step)
+
+    def extra_state() -> dict[str, Any]:
+        state: dict[str, Any] = {"task": task.extra_state()}
+        if cost_scaling is not None:
+            state["cost_exponent"] = float(model.cost_exponent.numpy())
+        return state
+
+    recorder = RunRecorder(results_dir=results_dir, plan=plan, network=network, task=task,
+                           optimizer=optimizer, extra_state=extra_state, chief=chief, signature=signature)
+    callbacks: list[Any] = [ProgressCallback(plan)] + list(task.callbacks()) + [recorder]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(results_dir, "events"),
+                                                     write_graph=False, update_freq="epoch"))
+    if start_cycle < plan.num_cycles:
+        dataset = task.train_dataset(start_cycle, plan.batch_size)
+        recorder.log_status("STARTED", f"training from {plan.cycle_name} {start_cycle}")
+        model.fit(dataset, epochs=plan.num_cycles, initial_epoch=start_cycle,
+                  steps_per_epoch=plan.steps_per_cycle, callbacks=callbacks, verbose=0,
+                  shuffle=False)
+    else:
+        log.info("the newest checkpoint already completes the run; writing the final model only")
+
+    model_path = os.path.join(results_dir, f"{model_name}.tlt")
+    if chief:
+        if use_amp:
+            network = _as_float32_network(network)
+        save_keras_model(model_path, network, task.model_metadata(), key=key)
+        recorder.log_status("SUCCESS", f"final model written to {model_path}")
+    return TrainReport(results_dir=results_dir, model_path=model_path, resumed_from=start_cycle,
+                       cycles=plan.num_cycles, steps=plan.total_steps,
+                       seconds=time.monotonic() - started, final_metrics=dict(recorder.last_logs))
 
 
 def _as_float32_network(network: keras.Model) -> keras.Model:

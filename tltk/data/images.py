@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,101 @@ def load_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
     except (OSError, UnidentifiedImageError) as exc:
         raise InvalidInputError(f"{os.fspath(path)}: cannot read the image ({exc})") from exc
     return array if channels == 3 else array[:, :, None]
+
+
+#: Image formats TensorFlow's PNG/JPEG decoders read (the training loaders decode with them).
+LOADER_FORMATS = ("PNG", "JPEG", "GIF")
+
+
+def verify_image(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Decode an image file completely, as a training loader will, and return its size.
+
+    Opening an image only reads its header; a truncated or corrupt file then fails in the
+    middle of training.  This decodes every pixel, so such files are found before.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        ``(width, height)`` in pixels.
+
+    Raises:
+        InvalidInputError: the file is missing, cannot be decoded (truncated, corrupt), or is
+            in a format the loaders cannot decode (not PNG, JPEG or GIF); the message names the
+            file and the reason.
+    """
+    from PIL import Image
+
+    source = os.fspath(path)
+    try:
+        with Image.open(source) as img:
+            fmt = str(img.format or "unknown")
+            if fmt not in LOADER_FORMATS:
+                raise InvalidInputError(f"{source}: a {fmt} image; the training loader decodes "
+                                        f"{', '.join(LOADER_FORMATS)} only",
+                                        hint="convert it to PNG or JPEG")
+            img.load()
+            return int(img.size[0]), int(img.size[1])
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # PIL raises many types for broken files
+        raise InvalidInputError(f"{source}: cannot decode the image ({exc})") from exc
+
+
+#: Marker of the error :func:`assert_decodable` raises inside a ``tf.data`` pipeline.
+UNDECODABLE_IMAGE_MARKER = "tltk: undecodable image file:"
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_START = b"\xff\xd8"
+_TAIL_BYTES = 1024
+
+
+def assert_decodable(contents: Any, path: Any) -> Any:
+    """Check in a ``tf.data`` pipeline that image bytes are a complete PNG or JPEG file.
+
+    TensorFlow's decoders report a truncated file without its name; this check runs before
+    decoding and fails with :data:`UNDECODABLE_IMAGE_MARKER` and the path, which
+    :func:`undecodable_image_path` finds in the error message.  It looks at the first bytes
+    (PNG or JPEG signature, or GIF) and, for PNG, for the ``IEND`` chunk in the last 1024 bytes.
+    JPEG files may legitimately carry kilobytes after their end marker, so a truncated JPEG,
+    like a file corrupt inside, is left to the decoder (``dataset_convert`` decodes every image
+    and skips such files before training; :func:`verify_image`).
+
+    Args:
+        contents: scalar ``tf.string`` tensor, the file's bytes.
+        path: scalar ``tf.string`` tensor, the file's path (for the message).
+
+    Returns:
+        ``contents``, with the check as a control dependency.
+    """
+    import tensorflow as tf
+
+    size = tf.strings.length(contents)
+    tail = tf.strings.substr(contents, tf.maximum(size - _TAIL_BYTES, 0), _TAIL_BYTES)
+
+    def ends_with_marker(marker: bytes) -> Any:
+        return tf.size(tf.strings.split(tail, marker)) > 1
+
+    head = tf.strings.substr(contents, 0, 8)
+    is_png = tf.equal(head, _PNG_SIGNATURE)
+    is_jpeg = tf.equal(tf.strings.substr(head, 0, 2), _JPEG_START)
+    is_gif = tf.equal(tf.strings.substr(head, 0, 3), b"GIF")
+    complete = tf.logical_or(tf.logical_or(is_gif, is_jpeg), tf.logical_and(is_png, ends_with_marker(_PNG_END)))
+    check = tf.debugging.Assert(complete, [UNDECODABLE_IMAGE_MARKER, path, "(truncated, or not a PNG or JPEG file)"])
+    with tf.control_dependencies([check]):
+        return tf.identity(contents)
+
+
+def undecodable_image_path(message: str) -> str | None:
+    """The path named by an :func:`assert_decodable` failure in a TensorFlow error message, else None."""
+    at = message.find(UNDECODABLE_IMAGE_MARKER)
+    if at < 0:
+        return None
+    rest = message[at + len(UNDECODABLE_IMAGE_MARKER):]
+    start = rest.find("[")
+    end = rest.find("]", start + 1)
+    return rest[start + 1:end] if 0 <= start < end else None
 
 
 @dataclass(frozen=True)

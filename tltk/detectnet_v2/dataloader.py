@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from tltk._proto import detectnet_v2_pb2 as pb
 from tltk.data.augment import AugmentationParams, augment_frame
+from tltk.data.images import assert_decodable
 from tltk.data.tfrecord import fold_substring, parse_detection_tensors
 from tltk.detectnet_v2.rasterizer import (
     LossMaskParams,
@@ -84,6 +85,7 @@ class SplitStats:
         dropped_counts: objects per source class that the mapping (or the target class list)
             does not cover; the loader ignores them.
         examples_per_source: records per data source.
+        repeated_frames: frame ids found in more than one TFRecord file (read twice).
     """
 
     num_examples: int = 0
@@ -91,6 +93,7 @@ class SplitStats:
     mapped_counts: dict[str, int] = field(default_factory=dict)
     dropped_counts: dict[str, int] = field(default_factory=dict)
     examples_per_source: list[int] = field(default_factory=list)
+    repeated_frames: int = 0
 
 
 def _which_split(dataset_config: Any) -> str | None:
@@ -233,7 +236,8 @@ class DetectNetV2Data:
     def stats(self, split: str) -> SplitStats:
         """Scan the split's TFRecords once: example and object counts, classes the mapping drops.
 
-        Also checks that every frame's image file exists.
+        Also checks that every frame's image file exists, and warns when a frame id is in more
+        than one TFRecord file (stale shards of an earlier conversion).
 
         Raises:
             InvalidInputError: image files are missing (the first few are named).
@@ -246,24 +250,40 @@ class DetectNetV2Data:
         n_missing = 0
         spec = {"frame/id": tf.io.FixedLenFeature([], tf.string),
                 "target/object_class": tf.io.VarLenFeature(tf.string)}
+        first_file: dict[tuple[str, str], str] = {}
+        repeated: dict[str, tuple[str, str]] = {}
+
+        def parse(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            parsed = tf.io.parse_example(x, spec)
+            return parsed["frame/id"], parsed["target/object_class"].values
+
         for src in self.sources(split):
             n = 0
-            def parse(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                parsed = tf.io.parse_example(x, spec)
-                return parsed["frame/id"], parsed["target/object_class"].values
-
-            ds = tf.data.TFRecordDataset(src.tfrecords).batch(1024).map(parse)
-            for ids, classes in ds.as_numpy_iterator():
-                n += len(ids)
-                source_counts.update(v.decode("utf-8", "replace").lower() for v in classes)
-                for frame_id in ids:
-                    path = os.path.join(src.image_directory, frame_id.decode("utf-8") + "." + self.extension)
-                    if not os.path.isfile(path):
-                        n_missing += 1
-                        if len(missing) < 5:
-                            missing.append(path)
+            for record_file in src.tfrecords:
+                ds = tf.data.TFRecordDataset(record_file).batch(1024).map(parse)
+                for ids, classes in ds.as_numpy_iterator():
+                    n += len(ids)
+                    source_counts.update(v.decode("utf-8", "replace").lower() for v in classes)
+                    for raw in ids:
+                        frame_id = raw.decode("utf-8")
+                        # The sample modifier duplicates frames inside one file; the same frame in
+                        # two files is stale data read twice.
+                        seen = first_file.setdefault((src.image_directory, frame_id), record_file)
+                        if seen != record_file:
+                            repeated.setdefault(frame_id, (seen, record_file))
+                        path = os.path.join(src.image_directory, frame_id + "." + self.extension)
+                        if not os.path.isfile(path):
+                            n_missing += 1
+                            if len(missing) < 5:
+                                missing.append(path)
             result.examples_per_source.append(n)
             result.num_examples += n
+        if repeated:
+            frame_id, (one, other) = next(iter(repeated.items()))
+            log.warning("%s data: %d frame id(s) are in more than one TFRecord file, so those images are read "
+                        "several times per epoch (e.g. %s in %s and %s); stale shards of an earlier dataset_convert "
+                        "under the same prefix?", split, len(repeated), frame_id, one, other)
+        result.repeated_frames = len(repeated)
         if n_missing:
             raise InvalidInputError(f"{n_missing} image file(s) referenced by the {split} TFRecords are missing, e.g. "
                                     + ", ".join(missing),
@@ -286,6 +306,33 @@ class DetectNetV2Data:
                      sum(dropped.values()), ", ".join(f"{k}: {v}" for k, v in result.dropped_counts.items()))
         self._stats[split] = result
         return result
+
+    def check_target_objects(self, split: str = "train") -> None:
+        """Stop before training when no object of a split maps to a target class.
+
+        Warns about target classes without any object (they learn nothing).
+
+        Raises:
+            InvalidInputError: the split's TFRecords hold no object that
+                ``dataset_config.target_class_mapping`` maps to a target class; the message
+                names the classes present and the mapping.
+        """
+        stats = self.stats(split)
+        if stats.mapped_counts:
+            empty = [c for c in self.class_names if not stats.mapped_counts.get(c)]
+            if empty:
+                log.warning("%s data: no object maps to target class(es) %s; they cannot be learned", split,
+                            ", ".join(empty))
+            return
+        present = ", ".join(f"{k}: {v}" for k, v in stats.source_class_counts.items()) or "no object at all"
+        mapping = ", ".join(f"{k!r} -> {v!r}" for k, v in
+                            sorted(dict(self.dataset_config.target_class_mapping).items()))
+        raise InvalidInputError(
+            f"training would learn nothing: no object of the {split} data maps to a target class "
+            f"({', '.join(self.class_names)}). The TFRecords hold {present}; dataset_config.target_class_mapping "
+            f"({mapping}) matches none of them",
+            hint="use the class names the TFRecords hold (lower case, as dataset_convert printed them) as the keys "
+                 "of target_class_mapping")
 
     def num_examples(self, split: str) -> int:
         """Number of frames in ``split``."""
@@ -383,7 +430,7 @@ class DetectNetV2Data:
             record, source = item
             parsed = parse_detection_tensors(record)
             path = tf.strings.join([image_dirs[source], parsed["frame_id"], ext])
-            image = self._decode(tf.io.read_file(path))
+            image = self._decode(assert_decodable(tf.io.read_file(path), path))
             shape = tf.shape(image)
             if decode_only:
                 img = tf.cast(image, tf.float32) / 255.0

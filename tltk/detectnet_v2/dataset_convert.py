@@ -16,8 +16,12 @@ Each partition is split into ``max(num_shards, 1)`` shards of ``len // num_shard
 
 Bad data never stops the conversion while usable frames remain: every problem is reported
 with its file and line, counted by kind, logged and written to ``<prefix>_problems.txt``;
-invalid boxes are also written to ``<prefix>_warning.json`` as TAO does.  Shards are written
-under hidden temporary names and renamed only after the whole conversion succeeded.
+invalid boxes are also written to ``<prefix>_warning.json`` as TAO does.  Every image is
+decoded completely (:func:`tltk.data.images.verify_image`), so a truncated or corrupt image is
+skipped here, with its name and the reason, instead of stopping training later.  Shards are
+written under hidden temporary names and renamed only after the whole conversion succeeded;
+then the shards of an earlier conversion under the same prefix that this one did not rewrite
+are deleted, so a ``<prefix>-fold-*`` glob never reads old and new frames together.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tltk import console
+from tltk.data.images import verify_image
 from tltk.data.kitti import LabelProblem, read_kitti_calibration, read_kitti_labels
 from tltk.data.tfrecord import DetectionFrameRecord, DetectionObjectRecord, shard_filename
 from tltk.errors import InvalidInputError, SpecError
+from tltk.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,8 @@ class ConvertReport:
         shards: every shard file written.
         warning_file: TAO-style ``<prefix>_warning.json`` of invalid boxes, or None.
         problems_file: ``<prefix>_problems.txt`` listing every problem, or None.
+        removed_stale: shards of an earlier conversion under the same prefix that were deleted
+            (this conversion wrote fewer or other shards).
     """
 
     output_prefix: str
@@ -86,6 +94,7 @@ class ConvertReport:
     shards: list[str] = field(default_factory=list)
     warning_file: str | None = None
     problems_file: str | None = None
+    removed_stale: list[str] = field(default_factory=list)
 
     @property
     def total_counts(self) -> dict[str, int]:
@@ -119,6 +128,7 @@ class ConvertReport:
             "shards": self.shards,
             "warning_file": self.warning_file,
             "problems_file": self.problems_file,
+            "removed_stale_shards": self.removed_stale,
         }
 
 
@@ -299,8 +309,6 @@ def kitti_partitions(config: Any, resolve: Callable[[str], str], problems: list[
 
 def _kitti_record(frame_id: str, paths: dict[str, str], config: Any, problems: list[LabelProblem],
                   invalid: dict[str, list[int]], class_map: dict[str, str]) -> tuple[DetectionFrameRecord | None, int]:
-    from PIL import Image
-
     image_path = os.path.join(paths["images"], frame_id + paths["extension"])
     label_path = os.path.join(paths["labels"], frame_id + ".txt")
     if not os.path.isfile(image_path):
@@ -311,10 +319,10 @@ def _kitti_record(frame_id: str, paths: dict[str, str], config: Any, problems: l
                                      f"no label file {label_path}; frame skipped"))
         return None, 0
     try:
-        with Image.open(image_path) as img:
-            width, height = img.size
-    except Exception as exc:  # PIL raises many types for broken files
-        problems.append(LabelProblem(image_path, 0, "unreadable_image", f"cannot read image ({exc}); frame skipped"))
+        width, height = verify_image(image_path)
+    except InvalidInputError as exc:
+        problems.append(LabelProblem(image_path, 0, "unreadable_image",
+                                     exc.message.removeprefix(image_path + ": ") + "; frame skipped"))
         return None, 0
     try:
         objects, bad_lines = read_kitti_labels(label_path, allow_score=False)
@@ -416,6 +424,12 @@ def _coco_record(item: Any, root: str, problems: list[LabelProblem], invalid: di
         problems.append(LabelProblem(data.path, 0, "missing_image",
                                      f"image id {img.id}: file {image_path} not found; frame skipped"))
         return None, 0
+    try:
+        verify_image(image_path)
+    except InvalidInputError as exc:
+        problems.append(LabelProblem(image_path, 0, "unreadable_image",
+                                     exc.message.removeprefix(image_path + ": ") + "; frame skipped"))
+        return None, 0
     records = []
     skipped = 0
     for ann in img.annotations:
@@ -450,9 +464,32 @@ def _stale_files(prefix: str, keep: set[str]) -> list[str]:
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
         if name.startswith(base + "-fold-") or name.startswith(base + "-shard-") or name == base:
-            if os.path.abspath(path) not in keep:
+            if os.path.abspath(path) not in keep and os.path.isfile(path):
                 out.append(path)
     return sorted(out)
+
+
+def _remove_stale_files(prefix: str, keep: set[str]) -> list[str]:
+    """Delete the shards of an earlier conversion under ``prefix`` that this one did not rewrite.
+
+    A ``tfrecords_path`` glob such as ``<prefix>-fold-*`` would read them with the new shards,
+    so training would see frames twice.  Called after the new shards are committed, so a failed
+    conversion leaves the earlier data set whole.
+    """
+    stale = _stale_files(prefix, keep)
+    removed = []
+    for path in stale:
+        try:
+            os.remove(path)
+            removed.append(path)
+        except OSError as exc:
+            log.warning("cannot remove %s, a shard of an earlier conversion (%s); delete it, or training reads its "
+                        "frames too", path, exc)
+    if removed:
+        log.warning("removed %d shard(s) of an earlier conversion under this prefix that this one did not rewrite: "
+                    "%s%s", len(removed), ", ".join(os.path.basename(p) for p in removed[:5]),
+                    " ..." if len(removed) > 5 else "")
+    return removed
 
 
 def _log_counts(counts: dict[str, int]) -> None:
@@ -515,11 +552,6 @@ def convert_dataset(config: Any, output_prefix: str, validation_fold: int | None
 
     planned = {os.path.abspath(shard_filename(output_prefix, p, num_in_names, s, shard_counts[p]))
                for p in range(len(partitions)) for s in range(max(shard_counts[p], 1))}
-    stale = _stale_files(output_prefix, planned)
-    if stale:
-        log.warning("%d file(s) from an earlier conversion match this prefix and are not rewritten, so a "
-                    "tfrecords_path glob would also read them: %s%s", len(stale), ", ".join(stale[:5]),
-                    " ..." if len(stale) > 5 else "")
 
     with ShardSetWriter() as shards:
         for p, frames in enumerate(partitions):
@@ -558,6 +590,7 @@ def convert_dataset(config: Any, output_prefix: str, validation_fold: int | None
                 f"no usable frame left to write ({len(problems)} problem(s) found, see above)",
                 hint="fix the problems listed, or check the paths in the dataset_convert spec")
         report.shards = shards.commit()
+    report.removed_stale = _remove_stale_files(output_prefix, planned)
 
     log.info("Cumulative object statistics")
     _log_counts(report.total_counts)
@@ -580,10 +613,12 @@ def _has_field(msg: Any, name: str) -> bool:
 
 def _report_problems(report: ConvertReport, prefix: str, invalid: dict[str, list[int]]) -> None:
     problems = report.problems
+    for leftover, written in ((prefix + "_warning.json", bool(invalid)), (prefix + "_problems.txt", bool(problems))):
+        if not written and os.path.isfile(leftover):
+            os.remove(leftover)  # an earlier conversion's report, which no longer describes the data
     if invalid:
         report.warning_file = prefix + "_warning.json"
-        with open(report.warning_file, "w", encoding="utf-8") as handle:
-            json.dump(invalid, handle, indent=2)
+        atomic_write_text(report.warning_file, json.dumps(invalid, indent=2))
     if not problems:
         return
     for problem in problems[:PROBLEMS_SHOWN]:
@@ -591,9 +626,7 @@ def _report_problems(report: ConvertReport, prefix: str, invalid: dict[str, list
     report.problems_file = prefix + "_problems.txt"
     folder = os.path.dirname(report.problems_file)
     os.makedirs(folder, exist_ok=True)
-    with open(report.problems_file, "w", encoding="utf-8") as handle:
-        for problem in problems:
-            handle.write(f"{problem.kind}\t{problem}\n")
+    atomic_write_text(report.problems_file, "".join(f"{problem.kind}\t{problem}\n" for problem in problems))
     if len(problems) > PROBLEMS_SHOWN:
         log.warning("... and %d more problem(s); all are listed in %s", len(problems) - PROBLEMS_SHOWN,
                     report.problems_file)

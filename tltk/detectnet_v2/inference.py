@@ -288,6 +288,65 @@ def _require_file(path: str, field_name: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# The spec's classes against the model's
+
+
+def align_class_names(spec_classes: Sequence[str], model_classes: Sequence[str] | None, model_path: str,
+                      num_channels: int | None = None) -> list[str]:
+    """The spec's ``target_classes`` in the network's output order, matched by name.
+
+    A DetectNet_v2 network's coverage channel ``i`` is class ``i`` of its training spec.  When
+    the model file records its class names, the spec's classes are matched to them by name
+    (case-insensitively), so a spec that lists the same classes in another order still labels
+    every detection correctly; classes that differ stop the run.  Without recorded names (TAO
+    files, engines) the spec's order is trusted, but the number of classes must equal the
+    network's coverage channels.
+
+    Args:
+        spec_classes: ``inferencer_config.target_classes``, in the spec's order.
+        model_classes: the class names the model file records (network output order), or None.
+        model_path: the model file, for messages.
+        num_channels: coverage channels of the network's output, when known.
+
+    Returns:
+        The spec's class names (its spelling) in network output order.
+
+    Raises:
+        InvalidInputError: the spec's classes and the model's differ (names or count).
+    """
+    spec = [str(c) for c in spec_classes]
+    if model_classes is None:
+        if num_channels is not None and num_channels != len(spec):
+            raise InvalidInputError(
+                f"inferencer_config.target_classes lists {len(spec)} class(es) ({', '.join(spec)}) but {model_path} "
+                f"has {num_channels} coverage channel(s)",
+                hint="list the classes of the model's training spec, in its cost_function_config order")
+        return spec
+    model = [str(c) for c in model_classes]
+    by_name = {c.lower(): c for c in spec}
+    missing = [c for c in model if c.lower() not in by_name]
+    extra = [c for c in spec if c.lower() not in {m.lower() for m in model}]
+    if missing or extra or len(by_name) != len(spec):
+        parts = []
+        if missing:
+            parts.append(f"the model's class(es) {', '.join(repr(c) for c in missing)} are missing from the spec")
+        if extra:
+            parts.append(f"the spec's class(es) {', '.join(repr(c) for c in extra)} are not classes of the model")
+        if len(by_name) != len(spec):
+            parts.append("the spec lists a class twice")
+        raise InvalidInputError(
+            f"inferencer_config.target_classes ({', '.join(spec)}) do not match the classes of {model_path} "
+            f"({', '.join(model)}): " + "; ".join(parts),
+            hint=f"set target_classes to {', '.join(repr(c) for c in model)} (the order does not matter: classes "
+                 "are matched by name)")
+    ordered = [by_name[c.lower()] for c in model]
+    if ordered != spec:
+        log.warning("inferencer_config.target_classes are listed as %s; the model %s outputs %s: classes are "
+                    "matched by name", ", ".join(spec), model_path, ", ".join(model))
+    return ordered
+
+
+# --------------------------------------------------------------------------------------------
 # Inputs and outputs
 
 
@@ -316,6 +375,11 @@ def run_inference(spec: Any, input_path: str | os.PathLike[str], output_dir: str
                   key: str | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Run a DetectNet_v2 inference spec on images (TAO's ``inference`` command).
 
+    The spec's ``target_classes`` are matched by name to the classes the model file records
+    (:func:`align_class_names`).  An image that cannot be read is skipped (named in the log and
+    in ``skipped``); the others are processed.  Memory is bounded by the batch: one batch of
+    images is decoded, run and written at a time.
+
     Args:
         spec: an inference spec path or a loaded one (:class:`tltk.spec.LoadedSpec`).
         input_path: one image or a folder of images.
@@ -324,12 +388,14 @@ def run_inference(spec: Any, input_path: str | os.PathLike[str], output_dir: str
         batch_size: overrides ``inferencer_config.batch_size``.
 
     Returns:
-        A JSON-able summary: ``images``, ``detections`` (per class), ``detections_total``,
+        A JSON-able summary: ``images`` (images processed), ``detections`` (per class),
+        ``detections_total``, ``skipped`` (``{"path", "reason"}`` per unreadable image),
         ``labels_dir``/``annotated_dir`` (None when not written), ``backend``, ``model``,
-        ``input_shape_chw`` and ``notes``.
+        ``class_names`` (network output order), ``input_shape_chw`` and ``notes``.
 
     Raises:
-        SpecError, InvalidInputError, UsageError: bad spec, input or model (exit code 2).
+        SpecError, InvalidInputError, UsageError: bad spec, input or model, classes that differ
+            from the model's, or no readable image at all (exit code 2).
         MissingDependencyError: the spec needs TensorRT and it is missing (exit code 3).
     """
     from tltk.data.images import list_images, load_image
@@ -353,29 +419,43 @@ def run_inference(spec: Any, input_path: str | os.PathLike[str], output_dir: str
     out = os.path.abspath(os.fspath(output_dir))
     labels_dir = os.path.join(out, "labels") if config.kitti_dump else None
     annotated_dir = os.path.join(out, "images_annotated") if not config.disable_overlay else None
-    for folder in (out, labels_dir, annotated_dir):
-        if folder:
-            os.makedirs(folder, exist_ok=True)
     counts = {name: 0 for name in config.class_names}
     wanted = set(config.postproc_classes)
-    warned_stride = False
+    skipped: list[dict[str, str]] = []
+    processed = 0
+    checked_channels = False
     preprocessing = make_task("detectnet_v2", metadata={"class_names": config.class_names,
                                                          "input_shape": list(config.input_chw)}).preprocessing()
     options: dict[str, Any] = {"max_batch_size": config.batch_size} if backend_kind(choice.path) == "keras" else {}
     with open_backend(choice.path, key, framework=choice.framework, input_chw=config.input_chw, engine=choice.engine,
                       model="detectnet_v2", **options) as runner:
         _check_runner_input(runner, config.input_chw, choice.path)
+        class_names = align_class_names(config.class_names, runner.class_names, choice.path)
+        for folder in (out, labels_dir, annotated_dir):
+            if folder:
+                os.makedirs(folder, exist_ok=True)
         for chunk in console.progress(_batches(images, config.batch_size), desc="inference", unit="batch"):
-            originals = [load_image(p, c) for p in chunk]
-            batch = np.stack([preprocessing.apply(img)[0] for img in originals])
+            readable: list[tuple[str, np.ndarray]] = []
+            for path in chunk:
+                try:
+                    readable.append((path, load_image(path, c)))
+                except InvalidInputError as exc:
+                    log.warning("skipping %s: %s", path, exc.message)
+                    skipped.append({"path": path, "reason": exc.message})
+            if not readable:
+                continue
+            batch = np.stack([preprocessing.apply(img)[0] for _, img in readable])
             cov, bbox = split_outputs(runner.run(batch))
-            if not warned_stride and cov.shape[-1] * config.stride != w:
-                log.warning("inferencer_config.stride is %d but the network maps %d input columns to %d cells",
-                            config.stride, w, cov.shape[-1])
-                warned_stride = True
-            per_image = postprocess(cov, bbox, config.class_names, config.params, stride=config.stride,
+            if not checked_channels:
+                align_class_names(class_names, None, choice.path, num_channels=int(cov.shape[1]))
+                if cov.shape[-1] * config.stride != w:
+                    log.warning("inferencer_config.stride is %d but the network maps %d input columns to %d cells",
+                                config.stride, w, cov.shape[-1])
+                checked_channels = True
+            per_image = postprocess(cov, bbox, class_names, config.params, stride=config.stride,
                                     scale=INFERENCE_BBOX_SCALE, offset=INFERENCE_BBOX_OFFSET, image_size=(w, h))
-            for path, image, dets in zip(chunk, originals, per_image, strict=True):
+            del batch, cov, bbox
+            for (path, image), dets in zip(readable, per_image, strict=True):
                 kept = [d for d in dets if d.class_name in wanted
                         and d.confidence >= config.outputs[d.class_name].confidence_threshold]
                 scaled = scale_detections(kept, (w, h), (image.shape[1], image.shape[0]))
@@ -390,15 +470,21 @@ def run_inference(spec: Any, input_path: str | os.PathLike[str], output_dir: str
                     boxes = [OverlayBox(config.outputs[d.class_name].label, d.x1, d.y1, d.x2, d.y2, d.confidence,
                                         config.outputs[d.class_name].color) for d in scaled]
                     save_overlay(rgb, boxes, os.path.join(annotated_dir, name), config.overlay_linewidth)
+                processed += 1
         backend = runner.kind
+    if processed == 0:
+        raise InvalidInputError(f"-i: none of the {len(images)} image(s) could be read: "
+                                + "; ".join(f"{os.path.basename(s['path'])}: {s['reason']}" for s in skipped[:5]))
     return {
-        "images": len(images),
+        "images": processed,
         "detections": counts,
         "detections_total": int(sum(counts.values())),
+        "skipped": skipped,
         "labels_dir": labels_dir,
         "annotated_dir": annotated_dir,
         "backend": backend,
         "model": choice.path,
+        "class_names": class_names,
         "input_shape_chw": [c, h, w],
         "notes": list(choice.notes),
     }

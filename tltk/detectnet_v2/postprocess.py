@@ -690,7 +690,9 @@ def scale_detections(detections: Sequence[Detection], model_size: tuple[float, f
     """Map detections from the model frame to the original image, as TAO's inference does.
 
     Each box is clipped to the model frame (:func:`tltk.boxes.numpy_ops.clip_boxes`) and then multiplied by
-    ``original_width / model_width`` in x and ``original_height / model_height`` in y.
+    ``original_width / model_width`` in x and ``original_height / model_height`` in y.  A box
+    left without area by the clipping (it lay outside the frame: width or height <= 0) is
+    dropped, so no zero-width box reaches a label file or an overlay.
 
     Args:
         detections: detections in model-input pixels.
@@ -698,7 +700,7 @@ def scale_detections(detections: Sequence[Detection], model_size: tuple[float, f
         original_size: ``(width, height)`` of the original image, pixels.
 
     Returns:
-        New detections in original-image pixels (other fields unchanged).
+        New detections in original-image pixels (other fields unchanged), in input order.
     """
     if not detections:
         return []
@@ -708,4 +710,4 @@ def scale_detections(detections: Sequence[Detection], model_size: tuple[float, f
     b[:, [0, 2]] *= sx
     b[:, [1, 3]] *= sy
     return [replace(d, x1=float(r[0]), y1=float(r[1]), x2=float(r[2]), y2=float(r[3]))
-            for d, r in zip(detections, b, strict=True)]
+            for d, r in zip(detections, b, strict=True) if r[2] > r[0] and r[3] > r[1]]

@@ -320,17 +320,18 @@ def _experiment_checks(exp: Message, rep: Reporter) -> None:
             folded = {c.lower(): c for c in classes}
             if target not in class_set and target.lower() in folded:
                 rep.warning(f"dataset_config.target_class_mapping{key_text(source)}",
-                            f"maps {source!r} to {target!r}, which matches cost-function class "
-                            f"{folded[target.lower()]!r} only when case is ignored; class names are "
-                            f"case-sensitive, write {folded[target.lower()]!r}")
+                            f"maps {source!r} to {target!r}: tltk matches it to cost-function class "
+                            f"{folded[target.lower()]!r} (it ignores case), TAO compares exactly; write "
+                            f"{folded[target.lower()]!r} for the spec to work in TAO too")
             elif target not in class_set:
                 rep.error(f"dataset_config.target_class_mapping{key_text(source)}",
                           f"maps {source!r} to {target!r}, which is not a cost-function class "
                           f"({', '.join(classes)})")
             if source != source.lower():
                 rep.warning(f"dataset_config.target_class_mapping{key_text(source)}",
-                            f"dataset_convert writes lower-case class names, so {source!r} never matches; "
-                            f"write {source.lower()!r}")
+                            f"dataset_convert writes lower-case class names: tltk matches {source!r} to "
+                            f"{source.lower()!r} (it ignores case), TAO compares exactly; write "
+                            f"{source.lower()!r} for the spec to work in TAO too")
         targets = set(mapping.values())
         for c in classes:
             if mapping and c not in targets:
@@ -404,7 +405,7 @@ def _experiment_checks(exp: Message, rep: Reporter) -> None:
             rep.error("training_config.optimizer", "choose an optimizer: adam { ... }")
         if exp.HasField("evaluation_config") and exp.evaluation_config.first_validation_epoch > tc.num_epochs:
             rep.warning("evaluation_config.first_validation_epoch",
-                        f"is after the last epoch ({tc.num_epochs}); no validation runs during training")
+                        f"is after the last epoch ({tc.num_epochs}); validation runs once, after the last epoch")
 
     if exp.HasField("loss_mask_label_filter"):
         for i, cfg in enumerate(exp.loss_mask_label_filter.objective_label_filter_configs):

@@ -116,13 +116,14 @@ class DetectNetV2Task:
     def training_plan(self, num_replicas: int) -> TrainingPlan:
         tc = self.training_config
         batch = int(tc.batch_size_per_gpu)
+        self.data.check_target_objects("train")
         n_train = self.data.num_examples("train")
         steps = math.ceil(math.ceil(n_train / batch) / max(num_replicas, 1))
         epochs = int(tc.num_epochs)
         ev = self.experiment.evaluation_config
         first = max(int(ev.first_validation_epoch), 1)
         period = max(int(ev.validation_period_during_training), 1)
-        validate = frozenset(e for e in range(first, epochs + 1) if (e - first) % period == 0) \
+        validate = frozenset({e for e in range(first, epochs + 1) if (e - first) % period == 0} | {epochs}) \
             if self.data.has_validation() else frozenset()
         self._plan = TrainingPlan(steps_per_cycle=steps, num_cycles=epochs,
                                   checkpoint_every=int(tc.checkpoint_interval) or 10, validate_after=validate,

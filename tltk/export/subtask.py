@@ -9,9 +9,13 @@ and the DeepStream settings.  The work is done by :mod:`tltk.export.pipeline`,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+import re
+import sys
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +40,7 @@ class ExportOptions:
     cal_json_file: str | None = None
     cal_method: str = "entropy"
     batches: int = 10
-    batch_size: int = 16
+    batch_size: int = 8
     max_batch_size: int = 16
     max_workspace_size: int = 2 << 30
     engine_file: str | None = None
@@ -67,13 +71,13 @@ def run_export(task: Task, network: Any, metadata: Mapping[str, Any], opts: Expo
         opts: the flags.
         model_name: the model name (``detectnet_v2``), for hints and the engine builder.
 
+    A failed export removes the files it had written (those that did not exist before it
+    started), so the corrected command runs again without ``--force``.
+
     Returns:
         The JSON report: ``onnx`` (path, names, parity), ``data_type`` and the INT8, engine and
         DeepStream outputs when produced.
     """
-    from tltk.core.qat import is_quantized
-    from tltk.export.pipeline import export_model, prepare_calibration_batches
-
     if opts.data_type not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--data_type must be fp32, fp16 or int8, not {opts.data_type!r}")
     output = default_output(opts.model, opts.output_file)
@@ -81,6 +85,43 @@ def run_export(task: Task, network: Any, metadata: Mapping[str, Any], opts: Expo
         raise UsageError(f"{output} exists; refusing to overwrite it (pass --force to replace it)")
     if output.endswith(".etlt") and not opts.key:
         raise UsageError("an .etlt output needs a key: pass -k/--key (or set TLTK_KEY)")
+    planned = _planned_outputs(opts, output)
+    existing = {path for path in planned if os.path.exists(path)}
+    try:
+        return _export(task, network, metadata, opts, model_name, output)
+    except BaseException:
+        removed = [path for path in planned if path not in existing and os.path.isfile(path)]
+        for path in removed:
+            os.remove(path)
+        if removed:
+            log.info("export failed; removed the files it had written: %s", ", ".join(removed))
+        raise
+
+
+def _planned_outputs(opts: ExportOptions, output: str) -> list[str]:
+    """Every file this export may write."""
+    from tltk.export.pipeline import default_cache_path, default_qdq_path
+
+    folder = os.path.dirname(os.path.abspath(output))
+    paths = [output]
+    if opts.data_type == "int8":
+        paths += [opts.cal_cache_file or default_cache_path(output), default_qdq_path(output)]
+        if opts.cal_json_file:
+            paths.append(opts.cal_json_file)
+        if opts.cal_data_file and opts.cal_image_dir:
+            paths.append(opts.cal_data_file)
+    if opts.engine_file:
+        paths.append(opts.engine_file)
+    if opts.gen_ds_config:
+        paths += [os.path.join(folder, name) for name in ("nvinfer_config.txt", "nvinfer_config.yml", "labels.txt")]
+    return paths
+
+
+def _export(task: Task, network: Any, metadata: Mapping[str, Any], opts: ExportOptions, model_name: str,
+            output: str) -> dict[str, Any]:
+    from tltk.core.qat import is_quantized
+    from tltk.export.pipeline import export_model, prepare_calibration_batches
+
     signature = task.export_signature(network)
     preprocessing = task.preprocessing()
 
@@ -98,12 +139,13 @@ def run_export(task: Task, network: Any, metadata: Mapping[str, Any], opts: Expo
                                               preprocess=lambda path: preprocessing.load(path)[0], loader=loader)
     cache = opts.cal_cache_file or (os.path.join(os.path.dirname(os.path.abspath(output)), "cal.bin")
                                     if opts.data_type == "int8" else None)
-    report = export_model(network, output, signature.input_name, signature.output_names, key=opts.key,
-                          data_type=opts.data_type, calibration_batches=batches, cal_method=opts.cal_method,
-                          cal_cache_file=cache, trt_version=opts.trt_version, force_ptq=opts.force_ptq,
-                          cal_json_file=opts.cal_json_file, max_batches=opts.batches,
-                          opset=opts.opset, dynamic_batch=opts.static_batch_size <= 0,
-                          static_batch_size=max(opts.static_batch_size, 1), overwrite=True)
+    with _native_log_to_debug():
+        report = export_model(network, output, signature.input_name, signature.output_names, key=opts.key,
+                              data_type=opts.data_type, calibration_batches=batches, cal_method=opts.cal_method,
+                              cal_cache_file=cache, trt_version=opts.trt_version, force_ptq=opts.force_ptq,
+                              cal_json_file=opts.cal_json_file, max_batches=opts.batches,
+                              opset=opts.opset, dynamic_batch=opts.static_batch_size <= 0,
+                              static_batch_size=max(opts.static_batch_size, 1), overwrite=True)
     report["output"] = output
     class_names = [str(n) for n in (metadata.get("class_names") or task.class_names)]
     if opts.engine_file:
@@ -111,6 +153,61 @@ def run_export(task: Task, network: Any, metadata: Mapping[str, Any], opts: Expo
     if opts.gen_ds_config:
         report["deepstream"] = _deepstream(task, opts, output, report, class_names)
     return report
+
+
+#: TensorFlow's native (absl) log lines: ``I0000 00:00:1796635829.969807    2697 devices.cc:67] ...``.
+_NATIVE_LOG_LINE = re.compile(rb"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w./+-]+:\d+\] |^WARNING: All log messages before absl::")
+
+
+@contextlib.contextmanager
+def _native_log_to_debug() -> Iterator[None]:
+    """Keep TensorFlow's native log lines (grappler's, during the ONNX conversion) off the console.
+
+    They come from C++ through absl, which ignores ``TF_CPP_MIN_LOG_LEVEL``.  File descriptor 2
+    goes through a pipe while the block runs: native log lines are kept and logged at DEBUG
+    afterwards (so ``--verbose`` and ``--log_file`` still have them), everything else (tltk's
+    log, progress bars) passes through at once.
+    """
+    console_debug = any(type(h) is logging.StreamHandler and h.level <= logging.DEBUG
+                        for h in logging.getLogger().handlers)
+    if console_debug:  # --verbose shows them as they come
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    native: list[str] = []
+
+    def pump() -> None:
+        pending = b""
+        while chunk := os.read(read_end, 65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if _NATIVE_LOG_LINE.match(line):
+                    native.append(line.decode("utf-8", "replace"))
+                else:
+                    os.write(saved, line + b"\n")
+            if pending and not _NATIVE_LOG_LINE.match(pending) and b"\r" in pending:
+                os.write(saved, pending)  # a progress bar redrawing its line
+                pending = b""
+        if pending:
+            os.write(saved, pending)
+
+    thread = threading.Thread(target=pump, name="tltk-native-log", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees the end
+        thread.join(timeout=10)
+        os.close(read_end)
+        os.close(saved)
+        if native:
+            log.debug("TensorFlow native log:\n%s", "\n".join(native))
 
 
 def _build_engine(opts: ExportOptions, onnx_path: str, report: dict[str, Any],

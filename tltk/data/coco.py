@@ -9,6 +9,7 @@ order of the ``annotations`` list within each image.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,44 +105,52 @@ def read_coco(path: str | os.PathLike[str], require_annotations: bool = True) ->
             (or ``annotations`` when required).
     """
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise InvalidInputError(f"COCO annotation file not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    data = _load_json(path)
     if not isinstance(data, dict):
-        raise InvalidInputError(f"{path}: a COCO annotation file holds a JSON object at the top level")
+        raise InvalidInputError(f"{path}: a COCO annotation file holds a JSON object at the top level, "
+                                f"not a {_json_type(data)}")
     for key in ("images", "categories") + (("annotations",) if require_annotations else ()):
         if not data.get(key):
             raise InvalidInputError(f"{path}: the {key!r} list is missing or empty",
                                     hint="a COCO instances file needs images, categories and annotations")
+    for key in ("images", "categories", "annotations"):
+        if key in data and data[key] is not None and not isinstance(data[key], list):
+            raise InvalidInputError(f"{path}: {key!r} must be a list, not a {_json_type(data[key])}")
     categories: dict[int, str] = {}
-    for cat in data["categories"]:
-        categories[int(cat["id"])] = str(cat["name"])
+    for index, cat in enumerate(data["categories"]):
+        cat_id = _int_field(cat, "id")
+        if cat_id is None or not isinstance(cat.get("name"), str) or not cat["name"]:
+            raise InvalidInputError(f"{path}: categories[{index}] needs an integer 'id' and a non-empty 'name' "
+                                    f"(found {_preview(cat)})")
+        categories[cat_id] = cat["name"]
     images: list[CocoImage] = []
     by_id: dict[int, CocoImage] = {}
     for index, rec in enumerate(data["images"]):
-        try:
-            img = CocoImage(int(rec["id"]), str(rec["file_name"]), int(rec["width"]), int(rec["height"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInputError(f"{path}: images[{index}] lacks a valid {exc} field") from None
+        fields = {name: _int_field(rec, name) for name in ("id", "width", "height")}
+        missing = [name for name, value in fields.items() if value is None]
+        if not isinstance(rec, dict) or not isinstance(rec.get("file_name"), str) or not rec["file_name"]:
+            missing.insert(0, "file_name")
+        if missing:
+            raise InvalidInputError(f"{path}: images[{index}] lacks a valid {', '.join(missing)} field "
+                                    f"(found {_preview(rec)})")
+        img = CocoImage(int(fields["id"] or 0), str(rec["file_name"]), int(fields["width"] or 0),
+                        int(fields["height"] or 0))
         images.append(img)
         by_id[img.id] = img
     problems: list[LabelProblem] = []
     for index, rec in enumerate(data.get("annotations") or []):
+        if not isinstance(rec, dict):
+            problems.append(LabelProblem(path, 0, "malformed_annotation",
+                                         f"annotations[{index}]: not a JSON object ({_preview(rec)})"))
+            continue
         ann_id = rec.get("id", index)
         where = f"annotations[{index}] (id {ann_id})"
-        try:
-            bbox = tuple(float(v) for v in rec["bbox"])
-            image_id = int(rec["image_id"])
-            category_id = int(rec["category_id"])
-        except (KeyError, TypeError, ValueError):
-            problems.append(LabelProblem(path, 0, "malformed_annotation", f"{where}: missing or malformed bbox/image_id/category_id"))
-            continue
-        if len(bbox) != 4:
-            problems.append(LabelProblem(path, 0, "malformed_annotation", f"{where}: bbox has {len(bbox)} values, expected 4"))
+        image_id, category_id = _int_field(rec, "image_id"), _int_field(rec, "category_id")
+        bbox = _bbox(rec.get("bbox"))
+        if image_id is None or category_id is None or bbox is None or _int_field(rec, "id", index) is None:
+            problems.append(LabelProblem(path, 0, "malformed_annotation",
+                                         f"{where}: missing or malformed bbox/image_id/category_id/id "
+                                         "(bbox is [x, y, width, height]: 4 finite numbers, width and height >= 0)"))
             continue
         if image_id not in by_id:
             problems.append(LabelProblem(path, 0, "unknown_image", f"{where}: image_id {image_id} is not in 'images'"))
@@ -150,7 +159,73 @@ def read_coco(path: str | os.PathLike[str], require_annotations: bool = True) ->
             problems.append(LabelProblem(path, 0, "unknown_category", f"{where}: category_id {category_id} is not in 'categories'"))
             continue
         by_id[image_id].annotations.append(CocoAnnotation(
-            id=int(ann_id), image_id=image_id, category_id=category_id,
-            bbox=(bbox[0], bbox[1], bbox[2], bbox[3]), iscrowd=int(rec.get("iscrowd", 0) or 0),
-            area=float(rec.get("area", 0.0) or 0.0), segmentation=rec.get("segmentation")))
+            id=int(_int_field(rec, "id", index) or 0), image_id=image_id, category_id=category_id, bbox=bbox,
+            iscrowd=1 if rec.get("iscrowd") in (1, True) else 0, area=_float_or_zero(rec.get("area")),
+            segmentation=rec.get("segmentation")))
     return CocoDataset(path=path, images=images, categories=categories, problems=problems)
+
+
+def _load_json(path: str) -> Any:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise InvalidInputError(f"COCO annotation file not found: {path}") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{path}: is a folder, expected a COCO annotation JSON file") from None
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not raw.strip():
+        raise InvalidInputError(f"{path}: the COCO annotation file is empty ({len(raw)} bytes)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                                "a COCO annotation file is JSON") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise InvalidInputError(f"{path}: the JSON nests too deeply to be a COCO annotation file") from None
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _int_field(rec: Any, name: str, default: Any = None) -> int | None:
+    """An integer field of a JSON object (integral floats accepted); None when missing or not an integer."""
+    if not isinstance(rec, dict):
+        return None
+    value = rec.get(name, default)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _bbox(value: Any) -> tuple[float, float, float, float] | None:
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    x, y, w, h = (float(v) for v in value)
+    if w < 0 or h < 0:
+        return None
+    return (x, y, w, h)
+
+
+def _float_or_zero(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0

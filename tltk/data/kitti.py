@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from tltk.fileio import atomic_write_text
+
 __all__ = [
     "KittiObject",
     "LabelProblem",
@@ -208,19 +210,16 @@ def format_kitti_line(obj: KittiObject, score_digits: int = 3, bbox_digits: int 
 
 
 def write_kitti_labels(path: str | os.PathLike[str], objects: Iterable[KittiObject], bbox_digits: int = 2) -> None:
-    """Write a KITTI label file (one line per object, ``\\n`` line ends).
+    """Write a KITTI label file (one line per object, ``\\n`` line ends), atomically.
 
     Args:
-        path: destination ``.txt`` file; its folder is created.
+        path: destination ``.txt`` file; its folder is created.  An interrupted write leaves
+            the previous file (or none), never a truncated one.
         objects: objects to write, in order.
         bbox_digits: decimals of the box coordinates (see :func:`format_kitti_line`).
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for obj in objects:
-            handle.write(format_kitti_line(obj, bbox_digits=bbox_digits) + "\n")
+    text = "".join(format_kitti_line(obj, bbox_digits=bbox_digits) + "\n" for obj in objects)
+    atomic_write_text(path, text)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from tltk.errors import ModelFileError, WrongKeyError
 from tltk.fileio import atomic_write_bytes
 from tltk.modelfile.legacy import USUAL_KEYS, decode_legacy, find_published_key, sniff_payload
 from tltk.modelfile.reading import read_model_bytes
+from tltk.modelfile.safety import check_archive_names, check_keras_payload, unsafe_member_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -65,6 +66,9 @@ KDF_SCRYPT = 1
 #: scrypt cost of new files: N = 2**14, r = 8, p = 1 (16 MiB of memory, about 60 ms).
 SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P = 14, 8, 1
 _MAX_LOG2_N, _MAX_R, _MAX_P = 22, 32, 16
+#: Most memory (bytes, 128 * r * N) a file's header may ask scrypt for: 32 times what tltk's own
+#: files use, so a crafted header cannot make opening a file exhaust memory.
+_MAX_SCRYPT_BYTES = 512 * 1024 * 1024
 
 _HEAD = struct.Struct("<4sBBBBBB16s12s16sQ")
 _CRC = struct.Struct("<I")
@@ -111,7 +115,8 @@ def _parse_header(data: bytes, source: str) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise ModelFileError(f"{source}: container format version {version} is not supported by tltk {__version__} "
                              f"(it reads version {FORMAT_VERSION})", hint="upgrade tltk to read this file")
-    if kdf != KDF_SCRYPT or not (1 <= log2_n <= _MAX_LOG2_N and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P):
+    if (kdf != KDF_SCRYPT or not (1 <= log2_n <= _MAX_LOG2_N and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P)
+            or 128 * r * 2 ** log2_n > _MAX_SCRYPT_BYTES):
         raise ModelFileError(f"{source}: unsupported key-derivation settings (kdf {kdf}, log2 N {log2_n}, r {r}, "
                              f"p {p})", hint="upgrade tltk to read this file")
     return {"version": version, "kdf": "scrypt", "log2_n": log2_n, "r": r, "p": p, "salt": salt,
@@ -139,8 +144,9 @@ def _unseal(data: bytes, key: str | None, source: str) -> bytes:
     try:
         return AESGCM(derived[:32]).decrypt(head["nonce"], data[HEADER_BYTES:], head["header"])
     except InvalidTag:
-        raise ModelFileError(f"{source}: damaged: the encrypted model fails its integrity check (the key is "
-                             "right, but bytes of the file were changed); restore it from a good copy") from None
+        raise ModelFileError(f"{source}: damaged or tampered with: the encrypted model fails its integrity check "
+                             "(the key is right, but bytes of the file were changed); nothing of it was used; "
+                             "restore it from a good copy") from None
 
 
 # ---- the zip inside ----------------------------------------------------------------------------
@@ -148,9 +154,10 @@ def _unseal(data: bytes, key: str | None, source: str) -> bytes:
 def _check_member_name(name: Any) -> str:
     if not isinstance(name, str) or not name or name == METADATA_MEMBER:
         raise ValueError(f"invalid container member name {name!r} ({METADATA_MEMBER!r} is reserved)")
-    parts = name.split("/")
-    if name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"invalid container member name {name!r}: use a relative path without '..'")
+    why = unsafe_member_name(name)
+    if why is not None or name.endswith("/"):
+        raise ValueError(f"invalid container member name {name!r} ({why or 'a folder'}): use a relative "
+                         "path without '..'")
     return name
 
 
@@ -219,6 +226,7 @@ def _parse_zip(data: bytes, source: str) -> tuple[dict[str, bytes], dict[str, An
     _check_zip_end(data, source)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            check_archive_names(zf.namelist(), source)
             try:
                 meta = _tltk_zip_metadata(zf)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -240,14 +248,14 @@ def _parse_zip(data: bytes, source: str) -> tuple[dict[str, bytes], dict[str, An
             if names != set(table):
                 missing = sorted(set(table) - names)
                 extra = sorted(names - set(table))
-                raise ModelFileError(f"{source}: damaged: the archive members do not match its table "
-                                     f"(missing {missing}, unexpected {extra})")
+                raise ModelFileError(f"{source}: damaged or tampered with: the archive members do not match "
+                                     f"its table (missing {missing}, unexpected {extra})")
             members = {}
             for name, entry in table.items():
                 content = zf.read(name)
                 if len(content) != entry.get("bytes") or hashlib.sha256(content).hexdigest() != entry.get("sha256"):
-                    raise ModelFileError(f"{source}: damaged: member {name!r} does not match its recorded "
-                                         "size and SHA-256")
+                    raise ModelFileError(f"{source}: damaged or tampered with: member {name!r} does not match "
+                                         "its recorded size and SHA-256; nothing of it was used")
                 members[name] = content
     except ModelFileError:
         raise
@@ -441,26 +449,41 @@ def load_keras_model(path: str | os.PathLike[str], key: str | None = None,
     if kind == "tltk":
         assert isinstance(content, dict)
         member = find_keras_member(content, info, source)
-        blob, suffix = content[member], os.path.splitext(member)[1] or ".keras"
+        blob = content[member]
+        payload_kind = sniff_payload(blob)
+        if payload_kind not in ("zip", "hdf5"):
+            raise ModelFileError(f"{source}: damaged: the container member {member!r} is neither a Keras "
+                                 "model archive nor a Keras HDF5 file")
+        payload_kind = "keras" if payload_kind == "zip" else "hdf5"
     elif kind in ("keras", "hdf5") and isinstance(content, bytes):
-        blob, suffix = content, (".keras" if kind == "keras" else ".h5")
+        blob, payload_kind = content, kind
     else:
-        raise ModelFileError(f"{source}: holds a {kind.upper()} model, not a Keras model",
+        raise ModelFileError(f"{source}: holds a {kind.upper()} model, not a Keras model "
+                             "(expected a .tlt, .keras or Keras .hdf5 file)",
                              hint="load ONNX/UFF models with an inference backend, not as Keras models")
+    check_keras_payload(blob, payload_kind, source)
     import keras
 
     import tltk.core.qat  # noqa: F401  registers tltk's QAT layers so quantization-aware models load
 
     with tempfile.TemporaryDirectory(prefix="tltk-load-") as tmp:
-        tmp_path = os.path.join(tmp, "model" + suffix)
+        tmp_path = os.path.join(tmp, "model" + (".keras" if payload_kind == "keras" else ".h5"))
         with open(tmp_path, "wb") as fh:
             fh.write(blob)
         try:
-            model = keras.models.load_model(tmp_path, custom_objects=custom_objects, compile=compile)
-        except (ValueError, TypeError, KeyError, OSError) as exc:
+            model = keras.models.load_model(tmp_path, custom_objects=custom_objects, compile=compile,
+                                            safe_mode=True)
+        except (ValueError, TypeError, KeyError, OSError, AttributeError, IndexError) as exc:
             raise ModelFileError(f"{source}: Keras cannot rebuild the model in this file ({type(exc).__name__}: "
-                                 f"{exc})", hint="if it uses custom layers, pass them in custom_objects") from exc
+                                 f"{_first_line(exc)})",
+                                 hint="the file is damaged, or was written by another program or Keras version; "
+                                      "models with custom layers need them in custom_objects") from exc
     return model, info
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_keras_zip(data: bytes) -> bool:

@@ -412,14 +412,47 @@ def test_bad_inputs():
         prune_model(model, PruningOptions(excluded_layers=("conv_aa",)))
     with pytest.raises(UsageError, match="pruning_threshold"):
         prune_model(model, PruningOptions(pruning_threshold=2.0))
-    shared = keras.layers.Conv2D(3, 1, name="shared")
-    inputs = keras.Input((8, 8, 3))
-    twice = keras.Model(inputs, shared(shared(inputs)))
-    with pytest.raises(InvalidInputError, match="shared layer"):
-        prune_model(twice)
     sequential = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 1)])
     with pytest.raises(InvalidInputError, match="functional"):
         prune_model(sequential)
+
+
+def zero_filters(layer: keras.layers.Layer, filters: list[int]) -> None:
+    """Zero some output filters (kernel and bias) of a Conv2D."""
+    kernel, bias = layer.get_weights()
+    kernel[..., filters] = 0.0
+    bias[filters] = 0.0
+    layer.set_weights([kernel, bias])
+
+
+def test_shared_layer_prunes_once_for_every_call():
+    """A head called on two feature maps (an FPN's shared RPN): its filters go once, its inputs are tied."""
+    inputs = keras.Input((8, 8, 3))
+    level_a = keras.layers.Conv2D(4, 1, activation="relu", name="level_a")(inputs)
+    level_b = keras.layers.Conv2D(4, 1, activation="relu", name="level_b")(
+        keras.layers.MaxPooling2D(2, name="down")(inputs))
+    head = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="head")
+    predict = keras.layers.Conv2D(2, 1, name="predict")
+    model = keras.Model(inputs, [predict(head(level_a)), predict(head(level_b))])
+    zero_filters(model.get_layer("head"), [1, 3])  # head filters 1 and 3 always output 0
+    for name in ("level_a", "level_b"):  # channel 2 is zero on both levels: the tied set drops it
+        zero_filters(model.get_layer(name), [2])
+    zero_filters(model.get_layer("level_a"), [0])  # zero on one level only: union keeps it
+    options = PruningOptions(pruning_threshold=0.0, **EXACT)
+    pruned, report = prune_model(model, options, protected_layers=("predict",))
+    after = {r.name: (r.filters_before, r.filters_after) for r in report.layers}
+    assert after == {"level_a": (4, 3), "level_b": (4, 3), "head": (5, 3), "predict": (2, 2)}
+    assert pruned.get_layer("head").kernel.shape == (3, 3, 3, 3)
+    x = np.random.default_rng(5).random((2, 8, 8, 3), dtype=np.float32)
+    for got, want in zip(pruned(x), model(x), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    # the shared layer's multiply-adds count at both levels: 8x8 and 4x4 positions
+    assert report.flops_before == 64 * 12 + 16 * 12 + (64 + 16) * 9 * 4 * 5 + (64 + 16) * 10
+    # a layer fed its own output: its filters are tied to the image channels, nothing goes
+    shared = keras.layers.Conv2D(3, 1, name="shared")
+    x_in = keras.Input((8, 8, 3))
+    _, twice = prune_model(keras.Model(x_in, shared(shared(x_in))), options)
+    assert [(r.filters_before, r.filters_after) for r in twice.layers] == [(3, 3)]
 
 
 # ---- the real backbones ---------------------------------------------------------------------------

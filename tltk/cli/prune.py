@@ -1,13 +1,14 @@
-"""``tltk detectnet_v2 prune``: remove low-magnitude filters, write a smaller model to retrain.
+"""``tltk <model> prune``: remove low-magnitude filters, write a smaller model to retrain.
 
 ``tltk <model> prune -m MODEL -o OUTPUT [-k KEY] [-n max|L2] [-eq CRITERION] [-pg GRANULARITY]
 [-pth THRESHOLD] [-nf MIN_FILTERS] [-el LAYER ...]`` (TAO's flags; ``-pm`` is accepted for ``-m``).
 
 The model is loaded from any file ``tltk.modelfile.container.load_keras_model`` reads, pruned by
-``tltk.core.pruning.prune_model`` with the ``output_cov``/``output_bbox`` heads protected, and
+``tltk.core.pruning.prune_model`` with the layers its Task protects (DetectNet_v2: the
+``output_cov``/``output_bbox`` heads; MaskRCNN: the prediction layers and the FPN outputs), and
 written atomically as a tltk ``.tlt`` (sealed with the same key when one is given) that keeps the
-input's metadata plus a ``pruned`` entry.  Retrain it with ``model_config { pretrained_model_file:
-"<OUTPUT>" load_graph: true }`` (``specs/detectnet_v2/retrain_pruned.txt``).  See ``docs/pruning.md``.
+input's metadata plus a ``pruned`` entry.  Retrain it with the spec setting :data:`RETRAIN_WITH`
+names (``specs/<model>/retrain_pruned.txt``).  See ``docs/pruning.md``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,20 @@ _NOT_CONTAINERS = (".hdf5", ".h5", ".keras", ".onnx", ".etlt", ".engine", ".plan
 # Metadata entries that describe the file, not the model: rewritten by the container writer.
 _FILE_METADATA = ("container", "created", "tltk_version", "keras_version", "keras_model")
 
+#: The spec setting that retrains a pruned model, per model.
+RETRAIN_WITH = {
+    "detectnet_v2": "model_config { pretrained_model_file: OUTPUT load_graph: true }",
+    "mask_rcnn": 'pruned_model_path: "OUTPUT"',
+}
+
 
 def make_prune_command(model_name: str) -> click.Command:
     """The ``prune`` command of one model (TAO's flags; the Task says which layers to keep)."""
 
+    retrain = RETRAIN_WITH[model_name]
+
     @tltk_command("prune", help="Prune a trained model's filters (TAO's min_weight method) and write a smaller .tlt "
-                                "to retrain with model_config { load_graph: true }.")
+                                f"to retrain with {retrain}.")
     @click.option("-m", "-pm", "--model", "--pretrained_model", "model", required=True,
                   type=click.Path(dir_okay=False), help="Trained model (.tlt/.keras/.hdf5, or a legacy TAO .tlt with -k).")
     @click.option("-o", "--output_file", required=True, type=click.Path(dir_okay=False),
@@ -82,13 +91,15 @@ def make_prune_command(model_name: str) -> click.Command:
         data: dict[str, Any] = {"model": model, "output": output, **report.to_dict()}
         pruned = len(report.pruned_layers())
         summary = (f"{output}: {pruned} of {len(report.layers)} layers pruned, parameters {report.params_before:,} -> "
-                   f"{report.params_after:,} (ratio {report.pruning_ratio:.4f}); retrain with load_graph: true")
+                   f"{report.params_after:,} (ratio {report.pruning_ratio:.4f}); retrain with "
+                   f"{retrain.replace('OUTPUT', output)}")
         return CommandResult(summary, data)
 
     return command
 
 
 detectnet_v2_prune = make_prune_command("detectnet_v2")
+mask_rcnn_prune = make_prune_command("mask_rcnn")
 
 
 def _output_path(output_file: str, model: str) -> str:

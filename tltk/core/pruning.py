@@ -379,7 +379,9 @@ def count_flops(model: keras.Model) -> int | None:
 
     Counted: ``Conv2D`` (output positions x kernel size), ``Conv2DTranspose`` (input positions x
     kernel size), ``DepthwiseConv2D`` (output positions x kernel size) and ``Dense`` (leading
-    positions x kernel size).  Biases, normalisation, activations and pooling are not counted.
+    positions x kernel size), once per call of the layer in the model (a head shared by the
+    levels of a feature pyramid counts at every level).  Biases, normalisation, activations and
+    pooling are not counted.
 
     Args:
         model: a built Keras model with fixed input sizes.
@@ -388,30 +390,32 @@ def count_flops(model: keras.Model) -> int | None:
         The count, or None when some layer's spatial size is not fixed.
     """
     total = 0
-    for layer in _walk_layers(model):
+    for owner, layer in _walk_layers(model):
         kernel = getattr(layer, "kernel", None)
         if kernel is None or type(layer) not in (*_PRUNABLE_AXES, keras.layers.DepthwiseConv2D):
             continue
-        positions_of = layer.input if isinstance(layer, keras.layers.Conv2DTranspose) else layer.output
-        shape = tuple(positions_of.shape)[1:]
-        if isinstance(layer, keras.layers.Dense):
-            positions_shape = shape[:-1]
-        elif getattr(layer, "data_format", "channels_last") == "channels_first":
-            positions_shape = shape[1:]
-        else:
-            positions_shape = shape[:-1]
-        if not _static(positions_shape):
-            return None
-        total += int(np.prod(positions_shape, dtype=np.int64)) * int(np.prod(kernel.shape, dtype=np.int64))
+        for call in _model_calls(owner, layer):
+            tensors = call.input_tensors if isinstance(layer, keras.layers.Conv2DTranspose) else call.outputs
+            shape = tuple(keras.tree.flatten(tensors)[0].shape)[1:]
+            if isinstance(layer, keras.layers.Dense):
+                positions_shape = shape[:-1]
+            elif getattr(layer, "data_format", "channels_last") == "channels_first":
+                positions_shape = shape[1:]
+            else:
+                positions_shape = shape[:-1]
+            if not _static(positions_shape):
+                return None
+            total += int(np.prod(positions_shape, dtype=np.int64)) * int(np.prod(kernel.shape, dtype=np.int64))
     return total
 
 
-def _walk_layers(model: keras.Model) -> Iterator[Any]:
+def _walk_layers(model: keras.Model) -> Iterator[tuple[keras.Model, Any]]:
+    """(innermost model, layer) for every non-model layer, nested models included."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _walk_layers(layer)
         else:
-            yield layer
+            yield model, layer
 
 
 # ---- graph analysis -----------------------------------------------------------------------------
@@ -451,11 +455,15 @@ class _Groups:
 
 @dataclass
 class _Node:
+    """One call of a layer: its inputs are ``(layer, call, tensor)`` references."""
+
     name: str
+    call: int
     layer: Any
     role: str
-    inputs: list[tuple[str, int]]
+    inputs: list[tuple[str, int, int]]
     output_widths: list[int]
+    first: bool = True  # the layer's first call in the model (its weights are handled there)
 
 
 def _history_refs(value: Any) -> list[tuple[str, int, int]]:
@@ -497,7 +505,8 @@ def _weight_names(layer: Any) -> set[str]:
 
 
 def _role(layer: Any, num_inputs: int, rank: int) -> str:
-    """Classify a layer (exact Keras classes only: subclasses may carry other weights)."""
+    """Classify a layer (exact Keras classes only, subclasses may carry other weights; a
+    BatchNormalization subclass with BN's four weights, e.g. a frozen-statistics BN, is per-channel)."""
     kind = type(layer)
     if kind is keras.layers.InputLayer:
         return _INPUT
@@ -510,7 +519,7 @@ def _role(layer: Any, num_inputs: int, rank: int) -> str:
     if kind is keras.layers.DepthwiseConv2D:
         ok = num_inputs == 1 and int(layer.depth_multiplier) == 1 and _weight_names(layer) <= _KERNEL_WEIGHTS
         return _DEPTHWISE if ok else _BOUNDARY
-    if kind is keras.layers.BatchNormalization:
+    if isinstance(layer, keras.layers.BatchNormalization):  # incl. subclasses with BN's weights only
         ok = num_inputs == 1 and _is_last_axis(layer.axis, rank) and _weight_names(layer) <= _BN_WEIGHTS
         return _PER_CHANNEL if ok else _BOUNDARY
     if kind in _PASS_THROUGH:
@@ -525,16 +534,21 @@ def _role(layer: Any, num_inputs: int, rank: int) -> str:
     return _BOUNDARY
 
 
-def _output_widths(layer: Any) -> tuple[list[int], int]:
-    """Channel count (last axis) of each output tensor of a layer called once, and its rank."""
-    try:
-        outputs = keras.tree.flatten(layer.output)
-    except (AttributeError, ValueError, RuntimeError) as exc:
-        raise InvalidInputError(
-            f"layer {layer.name!r} cannot be pruned: it is used more than once (a shared layer) or has "
-            f"no single output ({exc})") from None
+def _model_calls(model: keras.Model, layer: Any) -> list[Any]:
+    """The calls (Keras nodes) of ``layer`` that belong to ``model``, in the config's node order."""
+    from keras.src.ops.function import make_node_key
+
+    own = getattr(model, "_nodes", None)
+    nodes = list(getattr(layer, "_inbound_nodes", []))
+    if own is None:
+        return nodes
+    return [node for index, node in enumerate(nodes) if make_node_key(layer, index) in own]
+
+
+def _output_widths(node: Any) -> tuple[list[int], int]:
+    """Channel count (last axis) of each output tensor of one call of a layer, and its rank."""
     widths, rank = [], 0
-    for tensor in outputs:
+    for tensor in keras.tree.flatten(node.outputs):
         shape = tuple(tensor.shape)
         rank = len(shape)
         widths.append(int(shape[-1]) if len(shape) >= 2 and shape[-1] is not None else 0)
@@ -542,34 +556,47 @@ def _output_widths(layer: Any) -> tuple[list[int], int]:
 
 
 def _graph(model: keras.Model, config: dict[str, Any]) -> list[_Node]:
-    """The model's layers as nodes in topological order, read from the functional config."""
-    nodes: dict[str, _Node] = {}
+    """Every call of every layer as a node, in topological order, read from the functional config.
+
+    A layer called more than once (a head shared by the levels of a feature pyramid) gives one
+    node per call, keyed ``(layer name, call index)`` as the config's ``keras_history`` refers to
+    them.
+    """
+    nodes: dict[tuple[str, int], _Node] = {}
     for layer_config in config["layers"]:
         name = str(layer_config.get("name") or layer_config["config"]["name"])
-        inbound = layer_config.get("inbound_nodes") or []
-        if len(inbound) > 1:
-            raise InvalidInputError(f"layer {name!r} is called {len(inbound)} times in the model (a shared "
-                                    "layer); tltk cannot prune models with shared layers")
-        refs = _history_refs(inbound[0]["args"] if inbound and isinstance(inbound[0], dict) else inbound)
-        extra = _history_refs(inbound[0].get("kwargs", {})) if inbound and isinstance(inbound[0], dict) else []
         layer = model.get_layer(name)
-        widths, rank = _output_widths(layer)
-        inputs = [(ref[0], ref[2]) for ref in refs + extra]
-        role = _role(layer, len(refs) if not extra else -1, rank)
-        nodes[name] = _Node(name, layer, role, inputs, widths)
+        calls = _model_calls(model, layer)
+        inbound = layer_config.get("inbound_nodes") or []
+        if not inbound:  # an input layer
+            widths, rank = _output_widths(calls[0]) if calls else ([0], 0)
+            nodes[(name, 0)] = _Node(name, 0, layer, _role(layer, 0, rank), [], widths)
+            continue
+        if len(calls) != len(inbound):
+            raise InvalidInputError(f"layer {name!r}: the model config lists {len(inbound)} calls but the layer "
+                                    f"has {len(calls)} in the model; tltk cannot prune this model")
+        # Keras numbers a nested model's calls from 1 (its call 0 links its own inputs and outputs).
+        offset = 1 if isinstance(layer, keras.Model) else 0
+        for index, (entry, keras_node) in enumerate(zip(inbound, calls, strict=True)):
+            refs = _history_refs(entry["args"] if isinstance(entry, dict) else entry)
+            extra = _history_refs(entry.get("kwargs", {})) if isinstance(entry, dict) else []
+            widths, rank = _output_widths(keras_node)
+            role = _role(layer, len(refs) if not extra else -1, rank)
+            nodes[(name, index + offset)] = _Node(name, index + offset, layer, role, refs + extra, widths,
+                                                  first=index == 0)
     ordered: list[_Node] = []
-    done: set[str] = set()
+    done: set[tuple[str, int]] = set()
     pending = list(nodes)
     while pending:
         progressed = []
-        for name in pending:
-            if all(src in done for src, _ in nodes[name].inputs):
-                ordered.append(nodes[name])
-                done.add(name)
-                progressed.append(name)
+        for key in pending:
+            if all((src, call) in done for src, call, _ in nodes[key].inputs):
+                ordered.append(nodes[key])
+                done.add(key)
+                progressed.append(key)
         if not progressed:
-            raise InvalidInputError(f"the model graph has a cycle or refers to unknown layers near {pending[0]!r}")
-        pending = [name for name in pending if name not in done]
+            raise InvalidInputError(f"the model graph has a cycle or refers to unknown layers near {pending[0][0]!r}")
+        pending = [key for key in pending if key not in done]
     return ordered
 
 
@@ -579,8 +606,8 @@ class _Plan:
 
     groups: _Groups
     nodes: list[_Node]
-    desc: dict[tuple[str, int], list[Segment]]
-    owned: dict[str, int]  # prunable layer -> its output group
+    desc: dict[tuple[str, int, int], list[Segment]]  # (layer, call, tensor) -> its channels
+    owned: dict[str, int]  # prunable layer -> its output group (shared by every call)
     input_desc: dict[str, list[Segment]]  # prunable/depthwise/per-channel layer -> its input channels
 
 
@@ -591,7 +618,7 @@ def _width(desc: list[Segment]) -> int:
 def _analyse(model: keras.Model, config: dict[str, Any]) -> _Plan:
     groups = _Groups()
     nodes = _graph(model, config)
-    desc: dict[tuple[str, int], list[Segment]] = {}
+    desc: dict[tuple[str, int, int], list[Segment]] = {}
     owned: dict[str, int] = {}
     input_desc: dict[str, list[Segment]] = {}
 
@@ -601,38 +628,45 @@ def _analyse(model: keras.Model, config: dict[str, Any]) -> _Plan:
 
     def fresh(node: _Node, fixed: bool) -> None:
         for index, width in enumerate(node.output_widths):
-            desc[(node.name, index)] = [(groups.new(width, fixed), width)]
+            desc[(node.name, node.call, index)] = [(groups.new(width, fixed), width)]
+
+    def weights_input(node: _Node, in_desc: list[Segment]) -> None:
+        """Record a weighted layer's input channels; a later call of a shared layer is tied to the first."""
+        first = input_desc.setdefault(node.name, in_desc)
+        if first is not in_desc:
+            _tie(groups, [first, in_desc], _width(first))
 
     for node in nodes:
         in_descs = [desc[ref] for ref in node.inputs]
+        out_key = (node.name, node.call, 0)
         if node.role == _INPUT:
             fresh(node, fixed=True)
         elif node.role == _PRUNABLE:
-            input_desc[node.name] = in_descs[0]
-            gid = groups.new(node.output_widths[0], fixed=False)
-            owned[node.name] = gid
-            if _activation_name(node.layer) not in _ELEMENTWISE_ACTIVATIONS:
-                groups.fix(gid)
-            desc[(node.name, 0)] = [(gid, node.output_widths[0])]
+            weights_input(node, in_descs[0])
+            if node.name not in owned:
+                owned[node.name] = groups.new(node.output_widths[0], fixed=False)
+                if _activation_name(node.layer) not in _ELEMENTWISE_ACTIVATIONS:
+                    groups.fix(owned[node.name])
+            desc[out_key] = [(owned[node.name], node.output_widths[0])]
         elif node.role in (_DEPTHWISE, _PER_CHANNEL, _PASS):
             if node.role != _PASS:
-                input_desc[node.name] = in_descs[0]
+                weights_input(node, in_descs[0])
             if node.role == _DEPTHWISE and _activation_name(node.layer) not in _ELEMENTWISE_ACTIVATIONS:
                 fix_all(in_descs[0])
-            desc[(node.name, 0)] = list(in_descs[0])
+            desc[out_key] = list(in_descs[0])
         elif node.role == _CONCAT:
-            desc[(node.name, 0)] = [segment for d in in_descs for segment in d]
+            desc[out_key] = [segment for d in in_descs for segment in d]
         elif node.role == _MERGE:
-            desc[(node.name, 0)] = _tie(groups, in_descs, node.output_widths[0])
+            desc[out_key] = _tie(groups, in_descs, node.output_widths[0])
         else:
             for d in in_descs:
                 fix_all(d)
             fresh(node, fixed=True)
-        if node.role != _BOUNDARY and node.role != _INPUT and _width(desc[(node.name, 0)]) != node.output_widths[0]:
+        if node.role != _BOUNDARY and node.role != _INPUT and _width(desc[out_key]) != node.output_widths[0]:
             # The layer does not keep channels where this analysis expects them: do not prune across it.
             for d in in_descs:
                 fix_all(d)
-            fix_all(desc[(node.name, 0)])
+            fix_all(desc[out_key])
     return _Plan(groups, nodes, desc, owned, input_desc)
 
 
@@ -673,7 +707,7 @@ def _kept_sets(plan: _Plan, options: PruningOptions, keep_names: set[str]) -> di
     for node in plan.nodes:
         if node.name in keep_names:
             for index in range(len(node.output_widths)):
-                for gid, _ in plan.desc.get((node.name, index), []):
+                for gid, _ in plan.desc.get((node.name, node.call, index), []):
                     groups.fix(gid)
     stats: dict[int, list[np.ndarray]] = {}
     layers = {node.name: node.layer for node in plan.nodes}
@@ -683,7 +717,7 @@ def _kept_sets(plan: _Plan, options: PruningOptions, keep_names: set[str]) -> di
         stat = normalize_norms(filter_norms(_kernel(layer), out_axis), options.normalizer)
         stats.setdefault(groups.find(gid), []).append(stat)
     for node in plan.nodes:
-        if node.role != _DEPTHWISE:
+        if node.role != _DEPTHWISE or not node.first:
             continue
         stat = normalize_norms(filter_norms(_kernel(node.layer), 2), options.normalizer)
         offset = 0
@@ -785,13 +819,15 @@ def prune_model(model: keras.Model, options: PruningOptions | None = None,
     log.debug("boundary layers (their input channels are kept): %s",
               ", ".join(n.name for n in plan.nodes if n.role == _BOUNDARY))
     for ref in _history_refs(config["output_layers"]):
-        for gid, _ in plan.desc.get((ref[0], ref[2]), []):
+        for gid, _ in plan.desc.get(ref, []):
             plan.groups.fix(gid)
     kept = _kept_sets(plan, options, set(options.excluded_layers) | set(protected))
 
     new_sizes: dict[str, int] = {}
     slices: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # layer -> (input channels, own filters) kept
     for node in plan.nodes:
+        if not node.first:  # a shared layer's weights are sliced once
+            continue
         if node.role == _PRUNABLE:
             out_idx = kept[plan.groups.find(plan.owned[node.name])]
             in_idx = _indices(plan.input_desc[node.name], plan.groups, kept)
@@ -811,7 +847,7 @@ def prune_model(model: keras.Model, options: PruningOptions | None = None,
             layer_config["config"][key] = new_sizes[name]
     pruned = keras.Model.from_config(config)
 
-    by_name = {node.name: node for node in plan.nodes}
+    by_name = {node.name: node for node in plan.nodes if node.first}
     for new_layer in pruned.layers:
         source = by_name.get(new_layer.name)
         if source is None or not source.layer.weights:
@@ -825,7 +861,7 @@ def prune_model(model: keras.Model, options: PruningOptions | None = None,
 
     report = PruningReport(options=options, protected_layers=protected)
     for node in plan.nodes:
-        if type(node.layer) in (*_PRUNABLE_AXES, keras.layers.DepthwiseConv2D):
+        if node.first and type(node.layer) in (*_PRUNABLE_AXES, keras.layers.DepthwiseConv2D):
             report.layers.append(LayerPruning(node.name, type(node.layer).__name__, _output_width(node.layer),
                                               _output_width(pruned.get_layer(node.name))))
     report.params_before, report.params_after = int(model.count_params()), int(pruned.count_params())

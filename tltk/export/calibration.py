@@ -245,15 +245,37 @@ def percentile_amax(counts: np.ndarray, bin_width: float, percentile: float, zer
 
 # ---- which tensors ----------------------------------------------------------------------------------
 
+#: Operators that carry feature maps through a network (the region INT8 may cover).
+NETWORK_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "Tanh", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Transpose", "Reshape", "Flatten", "Squeeze",
+    "Unsqueeze", "Concat", "Pad", "Identity", "BatchNormalization", "Add", "Sub", "Mul", "Div", "Tile", "Slice",
+    "Split", "Expand", "DepthToSpace", "SpaceToDepth",
+})
+
+#: Network operators whose inputs after the first are shapes, indices or bounds, not feature maps.
+_FIRST_INPUT_ONLY = frozenset({"Reshape", "Tile", "Expand", "Slice", "Pad", "Split", "Squeeze", "Unsqueeze",
+                               "Resize", "Upsample", "Clip"})
+
+#: Tensor scopes of :func:`activation_tensor_names`.
+TENSOR_SCOPES = ("all", "network", "quantizable")
+
+
 def activation_tensor_names(model: onnx.ModelProto, scope: str = "all") -> list[str]:
     """ONNX tensor names that calibration measures.
 
     Args:
         model: the FP32 ONNX model.
-        scope: ``"all"``: graph inputs and every tensor produced from data (what the TensorRT
-            cache lists; non-float tensors are dropped at run time); ``"quantizable"``: only the
-            activation inputs of Conv/ConvTranspose/Gemm/MatMul (what the Q/DQ writer needs),
-            plus the graph inputs.
+        scope: ``"all"``: graph inputs and every tensor produced from data (non-float tensors
+            are dropped at run time); ``"quantizable"``: only the activation inputs of
+            Conv/ConvTranspose/Gemm/MatMul (what the Q/DQ writer needs), plus the graph inputs;
+            ``"network"``: the quantizable tensors, the outputs of those operators, and every
+            tensor of the convolutional network around them: tensors computed from the graph
+            input or a Conv/Gemm/MatMul output through feature-map operators only
+            (:data:`NETWORK_OPS`) that lead, through such operators, to a quantizable input or a
+            graph output.  Post-processing (NMS, top-k, gathers, box decoding) is left out, so
+            a TensorRT cache of this scope keeps it in float; for a plain CNN (DetectNet_v2)
+            it equals ``"all"``.
 
     Returns:
         Names in graph order, without duplicates.
@@ -261,8 +283,8 @@ def activation_tensor_names(model: onnx.ModelProto, scope: str = "all") -> list[
     Raises:
         UsageError: unknown scope.
     """
-    if scope not in ("all", "quantizable"):
-        raise UsageError(f"unknown calibration tensor scope '{scope}' (all, quantizable)")
+    if scope not in TENSOR_SCOPES:
+        raise UsageError(f"unknown calibration tensor scope '{scope}' ({', '.join(TENSOR_SCOPES)})")
     graph = model.graph
     constants = {i.name for i in graph.initializer}
     for node in graph.node:
@@ -271,9 +293,12 @@ def activation_tensor_names(model: onnx.ModelProto, scope: str = "all") -> list[
     types = _elem_types(model)
     names: list[str] = [i.name for i in graph.input if i.name not in constants]
     seen = set(names)
+    region = _network_region(model, constants) if scope == "network" else set()
     for node in graph.node:
         if scope == "all":
             candidates = list(node.output)
+        elif scope == "network":
+            candidates = [t for t in list(node.input) + list(node.output) if t in region]
         elif node.op_type in QUANTIZABLE_OPS:
             candidates = list(node.input[:2]) if node.op_type == "MatMul" else list(node.input[:1])
         else:
@@ -286,6 +311,40 @@ def activation_tensor_names(model: onnx.ModelProto, scope: str = "all") -> list[
             seen.add(name)
             names.append(name)
     return names
+
+
+def _quantized_inputs(node: onnx.NodeProto) -> list[str]:
+    return list(node.input[:2]) if node.op_type == "MatMul" else list(node.input[:1])
+
+
+def _network_region(model: onnx.ModelProto, constants: set[str]) -> set[str]:
+    """The ``"network"`` scope of :func:`activation_tensor_names` (constants excluded)."""
+    graph = model.graph
+    forward = {i.name for i in graph.input if i.name not in constants}
+    anchors: set[str] = set()
+    producers: dict[str, onnx.NodeProto] = {}
+    for node in graph.node:
+        for name in node.output:
+            producers[name] = node
+        inputs = node.input[:1] if node.op_type in _FIRST_INPUT_ONLY else node.input
+        data = [t for t in inputs if t and t not in constants]
+        if node.op_type in QUANTIZABLE_OPS:
+            anchors.update(t for t in _quantized_inputs(node) if t and t not in constants)
+            anchors.update(node.output)
+            forward.update(node.output)
+        elif node.op_type in NETWORK_OPS and data and all(t in forward for t in data):
+            forward.update(node.output)
+    region: set[str] = set()
+    stack = [t for t in anchors if t in forward] + [o.name for o in graph.output if o.name in forward]
+    while stack:
+        name = stack.pop()
+        if name in region:
+            continue
+        region.add(name)
+        producer = producers.get(name)
+        if producer is not None:
+            stack.extend(t for t in producer.input if t and t in forward and t not in region)
+    return region | anchors
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -465,8 +524,10 @@ __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_PERCENTILE",
     "NUM_BINS",
+    "NETWORK_OPS",
     "NUM_QUANT_LEVELS",
     "QUANTIZABLE_OPS",
+    "TENSOR_SCOPES",
     "AbsHistogram",
     "activation_tensor_names",
     "calibrate_onnx",

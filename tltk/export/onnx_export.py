@@ -4,8 +4,12 @@ The converter is tf2onnx (``tf2onnx.convert.from_keras``, default opset 17).  Af
 graph input and outputs are renamed to the names TAO's exporters produce and DeepStream configs
 refer to (DetectNet_v2: input ``input_1``, outputs ``output_cov/Sigmoid`` and
 ``output_bbox/BiasAdd``; MaskRCNN: ``Input``, ``generate_detections``,
-``mask_fcn_logits/BiasAdd``), the batch dimension is given the symbolic name ``batch``, the
-model is checked with ``onnx.checker`` and written atomically (temporary file, fsync, rename).
+``mask_fcn_logits/BiasAdd``), everything that does not depend on the input is constant-folded
+(:func:`tltk.export.onnx_passes.fold_constants`: TensorRT's parser needs every ``TopK`` ``K`` and
+NMS parameter as an initializer), opset imports no node uses are dropped, the batch dimension is
+given the symbolic name ``batch``, the model is checked with ``onnx.checker`` and written
+atomically (temporary file, fsync, rename).  What TensorRT's parser would still refuse is logged
+as a warning and listed in the report (:func:`tltk.export.onnx_passes.tensorrt_problems`).
 
 An output path ending in ``.etlt`` writes the legacy TAO container instead: the ONNX bytes
 encrypted with the user's key behind a zero-length input-name header (see
@@ -67,6 +71,7 @@ class ExportReport:
         size_bytes: size of the file written, in bytes.
         parity: largest absolute difference between Keras and ONNX Runtime per ONNX output name,
             or an empty dict when the parity check was switched off.
+        tensorrt_problems: what TensorRT 10's ONNX parser would refuse or cap (empty: none).
     """
 
     output_path: str
@@ -80,6 +85,7 @@ class ExportReport:
     num_nodes: int
     size_bytes: int
     parity: dict[str, float] = field(default_factory=dict)
+    tensorrt_problems: list[str] = field(default_factory=list)
 
     @property
     def parity_max_abs_diff(self) -> float:
@@ -101,6 +107,7 @@ class ExportReport:
             "size_bytes": self.size_bytes,
             "parity": dict(self.parity),
             "parity_max_abs_diff": self.parity_max_abs_diff,
+            "tensorrt_problems": list(self.tensorrt_problems),
         }
 
 
@@ -187,6 +194,8 @@ def export_keras_to_onnx(
     if not overwrite and os.path.exists(out):
         raise UsageError(f"{out} already exists", hint="choose another -o/--output_file or remove the file")
 
+    from tltk.export.onnx_passes import tensorrt_problems
+
     proto = convert_keras_to_onnx(model, input_name, output_names, opset=opset, dynamic_batch=dynamic_batch,
                                   static_batch_size=static_batch_size)
     payload = proto.SerializeToString()
@@ -208,7 +217,10 @@ def export_keras_to_onnx(
         dynamic_batch=dynamic_batch,
         num_nodes=len(proto.graph.node),
         size_bytes=os.path.getsize(out),
+        tensorrt_problems=tensorrt_problems(proto),
     )
+    for problem in report.tensorrt_problems:
+        log.warning("TensorRT's ONNX parser will not take this model as it is: %s", problem)
     if check_parity:
         if parity_inputs is None:
             shape = tuple(int(d) for d in model.inputs[0].shape[1:])
@@ -238,6 +250,8 @@ def convert_keras_to_onnx(
     import tensorflow as tf
     import tf2onnx
 
+    from tltk.export.onnx_passes import fold_constants
+
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         raise InvalidInputError(
             f"model {model.name!r}: export needs exactly one NCHW input, got "
@@ -257,6 +271,11 @@ def convert_keras_to_onnx(
     mapping = {proto.graph.input[0].name: input_name}
     mapping.update({keras_names[i]: new for i, new in renames.items()})
     rename_tensors(proto, mapping)
+    fold_constants(proto)
+    used_domains = {node.domain for node in proto.graph.node}
+    kept_opsets = [o for o in proto.opset_import if o.domain in ("", "ai.onnx") or o.domain in used_domains]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept_opsets)
     if dynamic_batch:
         for value in list(proto.graph.input) + list(proto.graph.output):
             dims = value.type.tensor_type.shape.dim

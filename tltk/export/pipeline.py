@@ -7,8 +7,9 @@ model, its TAO tensor names and (for INT8) preprocessed calibration batches:
    as ``.onnx`` or as a legacy ``.etlt`` with the key, followed by the Keras-vs-ONNX Runtime parity
    check.
 2. ``data_type="int8"``: one table of activation ranges, either the QAT model's learned ranges
-   (unless ``force_ptq``) or a calibration run of the FP32 ONNX model
-   (:mod:`tltk.export.calibration`).
+   (unless ``force_ptq``) or a calibration run of the FP32 ONNX model over the tensors of its
+   convolutional network (:mod:`tltk.export.calibration`, scope ``"network"``: a detector's
+   post-processing, e.g. MaskRCNN's NMS and box decoding, gets no range and stays in float).
 3. From that table: the TensorRT calibration cache (``cal.bin``, for TensorRT 8-10 and DeepStream
    ``int8-calib-file``), the Q/DQ ONNX model (explicit quantization, for TensorRT 10+/11 and
    ONNX Runtime) and optionally TAO's ``{"tensor_scales": ...}`` JSON.
@@ -139,7 +140,7 @@ def export_model(
             ``.etlt`` without a key.
     """
     from tltk.core.qat import is_quantized
-    from tltk.export.calibration import calibrate_onnx
+    from tltk.export.calibration import activation_tensor_names, calibrate_onnx
     from tltk.export.calibration_cache import write_calibration_cache
     from tltk.export.onnx_export import export_keras_to_onnx, load_onnx_bytes
     from tltk.export.qat_export import has_layer_keys, qat_export_inputs, resolve_qat_ranges
@@ -178,8 +179,12 @@ def export_model(
     else:
         assert calibration_batches is not None
         counter = _CountingBatches(calibration_batches)
+        import onnx
+
+        # The convolutional network only: post-processing (NMS, top-k, box decoding) stays in float.
+        tensors = activation_tensor_names(onnx.load_from_string(fp32_bytes), "network")
         ranges = calibrate_onnx(fp32_bytes, counter, method=cal_method, percentile=percentile,
-                                max_batches=max_batches)
+                                tensor_names=tensors, max_batches=max_batches)
         report["calibration"] = {"method": cal_method, "tensors": len(ranges), "images": counter.images,
                                  "batches": counter.batches, "source": "calibration"}
         if cal_method == "percentile":

@@ -126,6 +126,9 @@ def _export(task: Task, network: Any, metadata: Mapping[str, Any], opts: ExportO
     preprocessing = task.preprocessing()
 
     batches = None
+    if opts.force_ptq and not is_quantized(network):
+        log.info("--force_ptq: the %s model %s has no QAT (no learned INT8 ranges to replace); its INT8 ranges "
+                 "come from calibration, as without the flag", model_name, opts.model)
     # A QAT model carries its ranges: export_model uses them unless --force_ptq asks to calibrate.
     if opts.data_type == "int8" and (opts.force_ptq or not is_quantized(network)):
         def loader(batch_size: int, count: int) -> Any:

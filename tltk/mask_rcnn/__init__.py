@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "validate_spec": "tltk.cli.validate_spec:mask_rcnn_validate_spec",
     "train": "tltk.cli.train:mask_rcnn_train",
     "export": "tltk.cli.export:mask_rcnn_export",
+    "prune": "tltk.cli.prune:mask_rcnn_prune",
     "evaluate": "tltk.cli.mask_rcnn_infer:mask_rcnn_evaluate",
     "inference": "tltk.cli.mask_rcnn_infer:mask_rcnn_inference",
     "converter": "tltk.cli.converter:mask_rcnn_converter",

@@ -14,7 +14,9 @@ All tensors are channels-last.  Layer names (and so weight names) are TAO's:
   ``mask_fcn_logits`` 1x1 C logits; normal init with std ``sqrt(2 / fan)`` as TAO.
 
 The heads are objects so that the inference and training graphs call the same layers (shared
-weights); every call site gets its own weightless reshaping layers (``name_suffix``).
+weights); every call site gets its own weightless reshaping layers (``name_suffix``).  A head
+can also be made of the layers of a built model (``from_model``), whatever their widths: that
+is how a pruned model is retrained.
 """
 
 from __future__ import annotations
@@ -29,6 +31,19 @@ from tltk.mask_rcnn.layers import FoldRois
 
 FPN_CHANNELS = 256
 MASK_HEAD_CHANNELS = 256
+
+
+def fpn_level_layer_names(min_level: int, max_level: int) -> dict[int, str]:
+    """The layer whose output is each pyramid level: ``post_hoc_d<l>`` up to 5, then ``p<l>``.
+
+    Args:
+        min_level: lowest pyramid level.
+        max_level: highest pyramid level.
+
+    Returns:
+        level -> layer name.
+    """
+    return {level: f"post_hoc_d{level}" if level <= 5 else f"p{level}" for level in range(min_level, max_level + 1)}
 
 
 def build_fpn(c_levels: dict[int, Any], min_level: int, max_level: int, kernel_regularizer: Any = None
@@ -53,18 +68,19 @@ def build_fpn(c_levels: dict[int, Any], min_level: int, max_level: int, kernel_r
     for level in range(4, min_level - 1, -1):
         up = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"FPN_up_{level}")(merged[level + 1])
         merged[level] = keras.layers.Add(name=f"FPN_add_{level}")([laterals[level], up])
+    names = fpn_level_layer_names(min_level, max_level)
     pyramid = {
         level: keras.layers.Conv2D(FPN_CHANNELS, 3, padding="same", kernel_regularizer=kernel_regularizer,
-                                   name=f"post_hoc_d{level}")(merged[level])
+                                   name=names[level])(merged[level])
         for level in range(min_level, 6)
     }
     if max_level == 6:
-        pyramid[6] = keras.layers.MaxPooling2D(pool_size=1, strides=2, padding="valid", name="p6")(pyramid[5])
+        pyramid[6] = keras.layers.MaxPooling2D(pool_size=1, strides=2, padding="valid", name=names[6])(pyramid[5])
     elif max_level > 6:
         config = BackboneConfig(kernel_regularizer=kernel_regularizer)
         for level in range(6, max_level + 1):
             pyramid[level] = conv2d(pyramid[level - 1], FPN_CHANNELS, 3, strides=2, use_bias=True,
-                                    name=f"p{level}", config=config)
+                                    name=names[level], config=config)
     return {level: pyramid[level] for level in range(min_level, max_level + 1)}
 
 
@@ -82,6 +98,13 @@ class RpnHead:
         self.conv = keras.layers.Conv2D(FPN_CHANNELS, 3, padding="same", activation="relu", name="rpn", **common)
         self.scores = keras.layers.Conv2D(anchors_per_location, 1, name="rpn-class", **common)
         self.boxes = keras.layers.Conv2D(4 * anchors_per_location, 1, name="rpn-box", **common)
+
+    @classmethod
+    def from_model(cls, model: keras.Model) -> RpnHead:
+        """The head made of a built model's ``rpn``, ``rpn-class`` and ``rpn-box`` layers."""
+        head = cls.__new__(cls)
+        head.conv, head.scores, head.boxes = (model.get_layer(n) for n in ("rpn", "rpn-class", "rpn-box"))
+        return head
 
     def __call__(self, feature: Any) -> tuple[Any, Any]:
         """Objectness logits ``[B, H, W, A]`` and deltas ``[B, H, W, 4A]`` of one level."""
@@ -108,6 +131,15 @@ class BoxHead:
         self.box_predict = keras.layers.Dense(
             4 * num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
             kernel_regularizer=kernel_regularizer, name="box-predict")
+
+    @classmethod
+    def from_model(cls, model: keras.Model) -> BoxHead:
+        """The head made of a built model's ``fc6``, ``fc7``, ``class-predict`` and ``box-predict`` layers."""
+        head = cls.__new__(cls)
+        head.fc6, head.fc7, head.class_predict, head.box_predict = (
+            model.get_layer(n) for n in ("fc6", "fc7", "class-predict", "box-predict"))
+        head.num_classes = int(head.class_predict.units)
+        return head
 
     def __call__(self, roi_features: Any, name_suffix: str = "") -> tuple[Any, Any]:
         """Class logits ``[B, R, C]`` and box deltas ``[B, R, 4C]`` of ROI features ``[B, R, S, S, F]``."""
@@ -143,6 +175,15 @@ class MaskHead:
         self.logits = keras.layers.Conv2D(num_classes, 1, kernel_initializer=normal(num_classes),
                                           kernel_regularizer=kernel_regularizer, name="mask_fcn_logits")
 
+    @classmethod
+    def from_model(cls, model: keras.Model) -> MaskHead:
+        """The head made of a built model's ``mask-conv-l0..3``, ``conv5-mask`` and ``mask_fcn_logits`` layers."""
+        head = cls.__new__(cls)
+        head.convs = [model.get_layer(f"mask-conv-l{i}") for i in range(4)]
+        head.deconv = model.get_layer("conv5-mask")
+        head.logits = model.get_layer("mask_fcn_logits")
+        return head
+
     def __call__(self, roi_features: Any, name_suffix: str = "") -> Any:
         """Per-class mask logits ``[B * R, 2S, 2S, C]`` of ROI features ``[B, R, S, S, F]``."""
         x = FoldRois(name=f"mask_head_fold{name_suffix}")(roi_features)
@@ -151,4 +192,4 @@ class MaskHead:
         return self.logits(self.deconv(x))
 
 
-__all__ = ["FPN_CHANNELS", "BoxHead", "MaskHead", "RpnHead", "build_fpn"]
+__all__ = ["FPN_CHANNELS", "BoxHead", "MaskHead", "RpnHead", "build_fpn", "fpn_level_layer_names"]

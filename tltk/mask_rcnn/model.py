@@ -39,6 +39,8 @@ TAO does (units 3g..3w only feed C5).
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -46,13 +48,16 @@ import keras
 from tltk.backbones import check_arch, freeze_block_ids, nchw_to_nhwc
 from tltk.backbones.layers import BackboneConfig
 from tltk.backbones.resnet import build_resnet
-from tltk.mask_rcnn.heads import BoxHead, MaskHead, RpnHead, build_fpn
+from tltk.errors import SpecError
+from tltk.mask_rcnn.heads import BoxHead, MaskHead, RpnHead, build_fpn, fpn_level_layer_names
 from tltk.mask_rcnn.layers import SelectClassMasks, SplitDetections, UnfoldRois
 from tltk.mask_rcnn.params import MaskRCNNParams
-from tltk.mask_rcnn.postprocess import GenerateDetections
+from tltk.mask_rcnn.postprocess import MAX_CANDIDATES, GenerateDetections
 from tltk.mask_rcnn.proposals import MultilevelProposals
 from tltk.mask_rcnn.roi_align import MultilevelRoiAlign
 from tltk.mask_rcnn.sampling import RoiSampler
+
+log = logging.getLogger(__name__)
 
 INPUT_NAME = "Input"
 DETECTIONS_LAYER = "generate_detections"
@@ -124,6 +129,13 @@ def _backbone_levels(images_nhwc: Any, params: MaskRCNNParams, kernel_regularize
     }
 
 
+@dataclass
+class _Heads:
+    rpn: RpnHead
+    box: BoxHead
+    mask: MaskHead | None
+
+
 def build_mask_rcnn(params: MaskRCNNParams, kernel_regularizer: Any = None) -> tuple[keras.Model, keras.Model]:
     """Build the inference and training models (shared weights; see the module docstring).
 
@@ -139,26 +151,101 @@ def build_mask_rcnn(params: MaskRCNNParams, kernel_regularizer: Any = None) -> t
         SpecError: unsupported backbone.
     """
     height, width = params.image_size
-    levels = list(range(params.min_level, params.max_level + 1))
-    num_anchors = params.anchors_per_location
     images = keras.Input((3, height, width), name=INPUT_NAME)
     c_levels = _backbone_levels(nchw_to_nhwc(images), params, kernel_regularizer)
     pyramid = build_fpn(c_levels, params.min_level, params.max_level, kernel_regularizer)
-    features = [pyramid[level] for level in levels]
+    heads = _Heads(rpn=RpnHead(params.anchors_per_location, kernel_regularizer),
+                   box=BoxHead(params.num_classes, params.fast_rcnn_mlp_head_dim, kernel_regularizer),
+                   mask=MaskHead(params.num_classes, kernel_regularizer) if params.include_mask else None)
+    return _assemble(images, pyramid, heads, params)
 
-    rpn = RpnHead(num_anchors, kernel_regularizer)
-    rpn_outputs = [rpn(feature) for feature in features]
+
+def rebuild_mask_rcnn(network: keras.Model, params: MaskRCNNParams, kernel_regularizer: Any = None
+                      ) -> tuple[keras.Model, keras.Model]:
+    """The inference and training models around the layers of a trained inference network.
+
+    This is how a pruned model (``tltk mask_rcnn prune``, whose layers have fewer filters than
+    ``params`` would build) is retrained: its backbone, FPN and head layers, with their weights
+    and widths, are reused as they are; proposals, ROIAlign, detections and the training-only
+    layers are built from ``params`` (the retraining spec) exactly as :func:`build_mask_rcnn`
+    builds them.  Layers keep the ``trainable`` flags they were saved with (the freezing of the
+    original training).
+
+    Args:
+        network: a MaskRCNN inference network (e.g. loaded from a pruned ``.tlt``).
+        params: the hyper-parameters of the retraining spec.
+        kernel_regularizer: set on every conv/dense kernel and BN gamma of ``network``
+            (``tao_weight_decay(...)``), replacing the saved regularizers; None removes them.
+
+    Returns:
+        ``(inference_model, training_model)``, sharing ``network``'s layers.
+
+    Raises:
+        SpecError: the spec's input size, class count, FPN levels, anchors or mask head differ
+            from the network's.
+    """
+    _check_rebuild(network, params)
+    for layer in network.layers:
+        for attribute in ("kernel", "gamma"):
+            variable = getattr(layer, attribute, None) if isinstance(
+                layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.Dense,
+                        keras.layers.BatchNormalization)) else None
+            if variable is not None:
+                variable.regularizer = kernel_regularizer
+                setattr(layer, f"{attribute}_regularizer", kernel_regularizer)
+    images = network.inputs[0]
+    names = fpn_level_layer_names(params.min_level, params.max_level)
+    pyramid = {level: network.get_layer(name).output for level, name in names.items()}
+    heads = _Heads(rpn=RpnHead.from_model(network), box=BoxHead.from_model(network),
+                   mask=MaskHead.from_model(network) if params.include_mask else None)
+    return _assemble(images, pyramid, heads, params)
+
+
+def _check_rebuild(network: keras.Model, params: MaskRCNNParams) -> None:
+    names = {layer.name for layer in network.layers}
+    expected = {"rpn", "rpn-class", "rpn-box", "class-predict", "box-predict",
+                *fpn_level_layer_names(params.min_level, params.max_level).values()}
+    missing = sorted(expected - names)
+    if missing:
+        raise SpecError(f"model {network.name!r} is not a MaskRCNN network for this spec: it has no "
+                        f"{', '.join(missing)} layer(s) (maskrcnn_config.min_level/max_level "
+                        f"{params.min_level}/{params.max_level})")
+    shape = tuple(int(d) for d in network.inputs[0].shape[1:])
+    if shape != (3, *params.image_size):
+        raise SpecError(f"data_config.image_size {params.image_size} does not match the model's input "
+                        f"{shape[1:]}", hint="retrain at the size the model was trained with")
+    checks = [
+        ("data_config.num_classes", params.num_classes, int(network.get_layer("class-predict").units)),
+        ("anchors per location (num_scales x aspect_ratios)", params.anchors_per_location,
+         int(network.get_layer("rpn-class").filters)),
+        ("maskrcnn_config.include_mask", params.include_mask, "mask_fcn_logits" in names),
+    ]
+    for field_name, spec_value, model_value in checks:
+        if spec_value != model_value:
+            raise SpecError(f"{field_name} is {spec_value} in the spec but {model_value} in the model",
+                            hint="use the settings the model was trained with")
+
+
+def _assemble(images: Any, pyramid: dict[int, Any], heads: _Heads, params: MaskRCNNParams
+              ) -> tuple[keras.Model, keras.Model]:
+    """Both graphs from the input, the FPN levels and the head layers."""
+    levels = list(range(params.min_level, params.max_level + 1))
+    features = [pyramid[level] for level in levels]
+    rpn_outputs = [heads.rpn(feature) for feature in features]
     score_maps = [scores for scores, _ in rpn_outputs]
     box_maps = [boxes for _, boxes in rpn_outputs]
-    box_head = BoxHead(params.num_classes, params.fast_rcnn_mlp_head_dim, kernel_regularizer)
-    mask_head = MaskHead(params.num_classes, kernel_regularizer) if params.include_mask else None
+    box_head, mask_head = heads.box, heads.mask
     anchor_args = dict(min_level=params.min_level, max_level=params.max_level, num_scales=params.num_scales,
                        aspect_ratios=params.aspect_ratios, anchor_scale=params.anchor_scale,
                        image_size=params.image_size, min_size=params.rpn_min_size)
 
     # ---- inference graph
+    pre_nms, post_nms = params.test_rpn_pre_nms_topn, params.test_rpn_post_nms_topn
+    if max(pre_nms, post_nms) > MAX_CANDIDATES:
+        log.warning("test_rpn_pre_nms_topn/test_rpn_post_nms_topn %d/%d: the inference graph keeps at most %d "
+                    "(TensorRT's TopK takes K < 3840)", pre_nms, post_nms, MAX_CANDIDATES)
     rois, roi_scores = MultilevelProposals(
-        pre_nms_topn=params.test_rpn_pre_nms_topn, post_nms_topn=params.test_rpn_post_nms_topn,
+        pre_nms_topn=min(pre_nms, MAX_CANDIDATES), post_nms_topn=min(post_nms, MAX_CANDIDATES),
         nms_threshold=params.test_rpn_nms_thresh, name="multilevel_propose_rois", **anchor_args,
     )(score_maps, box_maps)
     box_features = MultilevelRoiAlign(params.box_roi_size, params.min_level, name="multilevel_crop_resize")(
@@ -218,4 +305,4 @@ def build_mask_rcnn(params: MaskRCNNParams, kernel_regularizer: Any = None) -> t
 
 
 __all__ = ["DETECTIONS_LAYER", "INPUT_NAME", "MASK_OUTPUT_LAYER", "ONNX_OUTPUT_NAMES", "TRAINING_INPUT_KEYS",
-           "build_mask_rcnn", "tao_weight_decay", "training_inputs"]
+           "build_mask_rcnn", "rebuild_mask_rcnn", "tao_weight_decay", "training_inputs"]

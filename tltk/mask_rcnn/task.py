@@ -50,8 +50,10 @@ MODEL_KIND = "mask_rcnn"
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (57.12, 57.12, 57.12)
 
-#: Layers whose output channels pruning keeps: the prediction layers of every head.
-PROTECTED_LAYERS = ("rpn-class", "rpn-box", "class-predict", "box-predict", "mask_fcn_logits")
+#: Layers whose output channels pruning keeps (TAO's list): the prediction layers of every head and
+#: the FPN outputs (every level stays at 256 channels for the shared RPN head and the ROIAlign).
+PROTECTED_LAYERS = ("rpn-class", "rpn-box", "class-predict", "box-predict", "mask_fcn_logits",
+                    "post_hoc_d2", "post_hoc_d3", "post_hoc_d4", "post_hoc_d5", "p6", "p7", "p8")
 
 
 class MaskRCNNTask:
@@ -151,18 +153,19 @@ class MaskRCNNTask:
         return self._plan
 
     def build_network(self) -> keras.Model:
-        """Build the model; load ``pruned_model_path`` or ``checkpoint`` weights by layer name."""
+        """Build the model: from ``pruned_model_path`` (a pruned model's layers, widths and weights),
+        or from the spec with ``checkpoint`` weights loaded by layer name."""
         from tltk.core.weights import load_weights_by_name
 
         params = self._require_params()
         exp = self.experiment
         regularizer = tao_weight_decay(float(exp.l1_weight_decay), float(exp.l2_weight_decay))
         if exp.pruned_model_path:
-            raise UsageError("pruned_model_path: retraining a pruned MaskRCNN model needs `tltk mask_rcnn prune`, "
-                             "which this version does not have",
-                             hint="remove pruned_model_path (use checkpoint to start from a trained model)")
+            inference, training = self._pruned_network(params, regularizer)
+            self._training_model = training
+            return inference
         inference, training = build_mask_rcnn(params, kernel_regularizer=regularizer)
-        source = exp.pruned_model_path or exp.checkpoint
+        source = exp.checkpoint
         if source:
             path = resolve_spec_path(self.spec, str(source)) if self.spec is not None else str(source)
             exclude = self._skipped_layers(inference)
@@ -171,6 +174,28 @@ class MaskRCNNTask:
                      path, len(report.loaded), len(report.excluded), len(report.mismatched), len(report.skipped))
         self._training_model = training
         return inference
+
+    def _pruned_network(self, params: MaskRCNNParams, regularizer: Any) -> tuple[keras.Model, keras.Model]:
+        """Both graphs around the layers of the ``pruned_model_path`` model (``tltk mask_rcnn prune``)."""
+        from tltk.mask_rcnn.model import rebuild_mask_rcnn
+        from tltk.modelfile.container import load_keras_model
+
+        exp = self.experiment
+        path = resolve_spec_path(self.spec, str(exp.pruned_model_path)) if self.spec is not None \
+            else str(exp.pruned_model_path)
+        network, info = load_keras_model(path, key=self.key)
+        kind = info.get("model_kind") if isinstance(info, Mapping) else None
+        if kind not in (None, MODEL_KIND) or DETECTIONS_LAYER not in {layer.name for layer in network.layers}:
+            raise SpecError(f"pruned_model_path: {path} is not a MaskRCNN model ({kind or network.name})",
+                            hint="give the .tlt that `tltk mask_rcnn prune` wrote")
+        if exp.checkpoint:
+            log.warning("checkpoint %s is not loaded: pruned_model_path %s holds the weights", exp.checkpoint, path)
+        try:
+            inference, training = rebuild_mask_rcnn(network, params, kernel_regularizer=regularizer)
+        except SpecError as exc:
+            raise SpecError(f"pruned_model_path {path}: {exc.message}", hint=exc.hint) from exc
+        log.info("%s: retraining the pruned model (%d parameters)", path, inference.count_params())
+        return inference, training
 
     def _skipped_layers(self, network: keras.Model) -> list[str]:
         pattern = str(self.experiment.skip_checkpoint_variables)

@@ -1,0 +1,361 @@
+"""Graph passes on exported ONNX models: constant folding and TensorRT parser checks.
+
+:func:`fold_constants` evaluates, once at export time, every part of the graph that does not
+depend on the input images.  tf2onnx leaves some of them in the graph: the ``K`` of the
+``TopK`` after each ``NonMaxSuppression`` of a ``combined_non_max_suppression`` is computed at
+run time as ``Min(max_total_size, max_per_class * Shape(scores)[2])``.  ONNX Runtime does not
+mind; TensorRT's ONNX parser needs ``K`` (and NMS's scalar parameters) as initializers.  The
+pass:
+
+* propagates *shape values*: ``Shape`` of a tensor whose dimensions are known from ONNX shape
+  inference gives a constant; with a symbolic batch the known entries are still tracked through
+  ``Slice``, ``Gather``, ``Concat``, ``Squeeze``, ``Unsqueeze``, ``Cast`` and ``Identity`` until
+  only known entries remain (``Shape(x)[2:3]`` of ``[batch, 500, 1]`` is ``[1]``);
+* evaluates every deterministic node whose inputs are all constants (ONNX's reference
+  evaluator, at the model's opset) and stores its outputs as initializers, unless an output
+  holds more than ``max_elements`` values (so large constant tensors are not materialised);
+* removes the nodes, initializers and ``value_info`` entries nothing uses any more.
+
+:func:`tensorrt_problems` walks a graph and lists what TensorRT 10's ONNX parser would refuse or
+limit: operators outside the default ONNX domain, control flow and sequence operators,
+``TopK`` whose ``K`` is not an initializer or is 3840 and above, ``NonMaxSuppression`` whose
+``max_output_boxes_per_class``, ``iou_threshold`` or ``score_threshold`` is not an initializer,
+or that receives more than 5000 candidate boxes per image (``INMSLayer``'s limit).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import onnx
+
+log = logging.getLogger(__name__)
+
+#: TensorRT's TopK limit: ``K`` must be below this.
+TENSORRT_MAX_TOPK = 3840
+
+#: Candidate boxes ``INMSLayer`` considers per image (2000 on SM 5.3/6.2 Jetson parts).
+TENSORRT_MAX_NMS_CANDIDATES = 5000
+
+#: Operators TensorRT's parser cannot take from a tltk export (control flow and sequences).
+FORBIDDEN_OPS = frozenset({"Loop", "If", "Scan", "SequenceAt", "SequenceConstruct", "SequenceEmpty",
+                           "SequenceErase", "SequenceInsert", "SequenceLength", "SequenceMap",
+                           "SplitToSequence", "ConcatFromSequence"})
+
+#: Operators never folded (their outputs change from run to run).
+_NONDETERMINISTIC = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
+                               "Multinomial", "Bernoulli", "Dropout"})
+
+#: Operators that pass shape values through and understand partially known ones.
+_SHAPE_VALUE_OPS = frozenset({"Shape", "Slice", "Gather", "Concat", "Squeeze", "Unsqueeze", "Cast", "Identity"})
+
+#: Default largest constant (number of values) the folding pass materialises.
+DEFAULT_MAX_FOLD_ELEMENTS = 1 << 16
+
+
+@dataclass
+class FoldReport:
+    """What :func:`fold_constants` changed.
+
+    Attributes:
+        folded_nodes: nodes replaced by initializers, by operator type.
+        removed_nodes: nodes removed because nothing used their outputs any more.
+        nodes_before: node count before the pass.
+        nodes_after: node count after it.
+    """
+
+    folded_nodes: dict[str, int] = field(default_factory=dict)
+    removed_nodes: int = 0
+    nodes_before: int = 0
+    nodes_after: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return {"folded_nodes": dict(self.folded_nodes), "removed_nodes": self.removed_nodes,
+                "nodes_before": self.nodes_before, "nodes_after": self.nodes_after}
+
+
+# ---- shape values -------------------------------------------------------------------------------
+
+@dataclass
+class _ShapeValue:
+    """A small int tensor of rank 0 or 1 whose entries may be unknown (None)."""
+
+    values: list[int | None]
+    scalar: bool = False
+    dtype: Any = np.int64
+
+    def known(self) -> np.ndarray | None:
+        if any(v is None for v in self.values):
+            return None
+        array = np.asarray(self.values, dtype=self.dtype)
+        return array.reshape(()) if self.scalar else array
+
+
+def _static_dims(value_info: Any) -> list[int | None] | None:
+    tensor_type = value_info.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    return [int(d.dim_value) if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+
+
+def _attribute(node: Any, name: str, default: Any = None) -> Any:
+    import onnx
+
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def _shape_value(node: Any, known: dict[str, np.ndarray], partial: dict[str, _ShapeValue],
+                 dims: dict[str, list[int | None]]) -> _ShapeValue | None:
+    """The shape value a node produces from (partially) known shape values, or None."""
+
+    def value_of(name: str) -> _ShapeValue | None:
+        if name in partial:
+            return partial[name]
+        array = known.get(name)
+        if array is not None and array.ndim <= 1 and np.issubdtype(array.dtype, np.integer) and array.size <= 64:
+            return _ShapeValue([int(v) for v in array.reshape(-1)], scalar=array.ndim == 0, dtype=array.dtype)
+        return None
+
+    op = node.op_type
+    if op == "Shape":
+        shape = dims.get(node.input[0])
+        if shape is None:
+            return None
+        start, end = _attribute(node, "start", 0), _attribute(node, "end", None)
+        return _ShapeValue(list(shape[slice(start, end)]))
+    if op in ("Identity", "Cast"):
+        source = value_of(node.input[0])
+        if source is None:
+            return None
+        if op == "Identity":
+            return _ShapeValue(list(source.values), source.scalar, source.dtype)
+        to = {6: np.int32, 7: np.int64}.get(_attribute(node, "to"))  # INT32, INT64
+        return _ShapeValue(list(source.values), source.scalar, to) if to is not None else None
+    if op == "Slice":
+        data = value_of(node.input[0])
+        params = [known.get(name) if name else None for name in list(node.input[1:]) + [""] * (5 - len(node.input))]
+        if data is None or data.scalar or params[0] is None or params[1] is None:
+            return None
+        if (len(node.input) > 3 and node.input[3] and params[2] is None) or \
+                (len(node.input) > 4 and node.input[4] and params[3] is None):
+            return None
+        if params[2] is not None and [int(a) for a in params[2].reshape(-1)] not in ([0], [-1]):
+            return None
+        step = int(params[3].reshape(-1)[0]) if params[3] is not None else 1
+        start, end = int(params[0].reshape(-1)[0]), int(params[1].reshape(-1)[0])
+        return _ShapeValue(list(data.values[slice(start, end, step)]), dtype=data.dtype)
+    if op == "Gather":
+        data, indices = value_of(node.input[0]), known.get(node.input[1])
+        if data is None or data.scalar or indices is None or int(_attribute(node, "axis", 0)) != 0:
+            return None
+        picked = [data.values[int(i)] for i in indices.reshape(-1)]
+        return _ShapeValue(picked, scalar=indices.ndim == 0, dtype=data.dtype)
+    if op == "Concat":
+        parts = [value_of(name) for name in node.input]
+        if any(p is None or p.scalar or p.dtype != parts[0].dtype for p in parts):  # type: ignore[union-attr]
+            return None
+        return _ShapeValue([v for p in parts if p is not None for v in p.values], dtype=parts[0].dtype)
+    if op == "Unsqueeze":
+        source = value_of(node.input[0])
+        return _ShapeValue(list(source.values), dtype=source.dtype) if source is not None and source.scalar else None
+    if op == "Squeeze":
+        source = value_of(node.input[0])
+        if source is None or source.scalar or len(source.values) != 1:
+            return None
+        return _ShapeValue(list(source.values), scalar=True, dtype=source.dtype)
+    return None
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+
+def _evaluate(node: Any, inputs: list[np.ndarray | None], opsets: list[Any]) -> list[np.ndarray]:
+    """Run one node with ONNX's reference evaluator at the model's opsets."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    feeds: dict[str, np.ndarray] = {}
+    graph_inputs = []
+    for name, value in zip(node.input, inputs, strict=True):
+        if not name or value is None or name in feeds:
+            continue
+        feeds[name] = value
+        elem = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+        graph_inputs.append(onnx.helper.make_tensor_value_info(name, elem, list(value.shape)))
+    outputs = [onnx.helper.make_empty_tensor_value_info(name) for name in node.output if name]
+    graph = onnx.helper.make_graph([node], "fold", graph_inputs, outputs)
+    model = onnx.helper.make_model(graph, opset_imports=opsets)
+    results = ReferenceEvaluator(model).run(None, feeds)
+    return [np.asarray(r) for r in results]
+
+
+def fold_constants(proto: onnx.ModelProto, max_elements: int = DEFAULT_MAX_FOLD_ELEMENTS) -> FoldReport:
+    """Fold the parts of a graph that do not depend on its inputs (see the module docstring).
+
+    Args:
+        proto: the model, edited in place (its nodes must be in topological order, as ONNX
+            requires).
+        max_elements: outputs with more values than this stay computed at run time.
+
+    Returns:
+        A :class:`FoldReport`.
+    """
+    report = FoldReport(nodes_before=len(proto.graph.node))
+    for _ in range(8):  # folding can make more shapes static: repeat until nothing changes
+        before = sum(report.folded_nodes.values()) + report.removed_nodes
+        _fold_once(proto, max_elements, report)
+        if sum(report.folded_nodes.values()) + report.removed_nodes == before:
+            break
+    report.nodes_after = len(proto.graph.node)
+    log.debug("constant folding: %d -> %d nodes (%s folded, %d unused removed)", report.nodes_before,
+              report.nodes_after, sum(report.folded_nodes.values()), report.removed_nodes)
+    return report
+
+
+def _fold_once(proto: onnx.ModelProto, max_elements: int, report: FoldReport) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    dims: dict[str, list[int | None]] = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        shape = _static_dims(value)
+        if shape is not None:
+            dims[value.name] = shape
+    known: dict[str, np.ndarray] = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    initial = set(known)
+    graph_inputs = {value.name for value in graph.input} - initial
+    partial: dict[str, _ShapeValue] = {}
+    opsets = list(proto.opset_import)
+    folded: list[Any] = []
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC or \
+                any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
+            continue
+        if node.op_type in _SHAPE_VALUE_OPS and not all(not name or name in known for name in node.input):
+            value = _shape_value(node, known, partial, dims)
+            if value is None:
+                continue
+            array = value.known()
+            if array is None:
+                partial[node.output[0]] = value
+                continue
+            known[node.output[0]] = array
+            folded.append(node)
+            continue
+        if any(name in graph_inputs for name in node.input) or not all(not name or name in known for name in node.input):
+            continue
+        try:
+            results = _evaluate(node, [known[name] if name else None for name in node.input], opsets)
+        except Exception as exc:  # noqa: BLE001 - an op the reference evaluator lacks stays in the graph
+            log.debug("constant folding: %s (%s) left in the graph: %s", node.name, node.op_type, exc)
+            continue
+        if any(r.size > max_elements for r in results):
+            continue
+        for name, result in zip(node.output, results, strict=False):
+            if name:
+                known[name] = result
+        folded.append(node)
+
+    folded_ids = {id(node) for node in folded}
+    outputs_needed = {value.name for value in graph.output}
+    remaining = [node for node in graph.node if id(node) not in folded_ids]
+    used = _used_tensors(remaining, outputs_needed)
+    for node in folded:
+        report.folded_nodes[node.op_type] = report.folded_nodes.get(node.op_type, 0) + 1
+    new_inits = [numpy_helper.from_array(np.ascontiguousarray(known[name]), name)
+                 for node in folded for name in node.output if name and name in used]
+    remaining, removed = _prune_dead(remaining, outputs_needed)
+    report.removed_nodes += removed
+    used = _used_tensors(remaining, outputs_needed)
+    keep_inits = [init for init in graph.initializer if init.name in used]
+    keep_inits += [init for init in new_inits if init.name in used]
+    del graph.node[:]
+    graph.node.extend(remaining)
+    del graph.initializer[:]
+    graph.initializer.extend(keep_inits)
+    produced = {name for node in remaining for name in node.output}
+    kept_info = [value for value in graph.value_info if value.name in produced]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
+
+
+def _used_tensors(nodes: list[Any], outputs: set[str]) -> set[str]:
+    used = set(outputs)
+    for node in nodes:
+        used.update(name for name in node.input if name)
+    return used
+
+
+def _prune_dead(nodes: list[Any], outputs: set[str]) -> tuple[list[Any], int]:
+    """Drop nodes none of whose outputs is used (repeatedly); returns (kept nodes, removed count)."""
+    alive = list(nodes)
+    removed = 0
+    while True:
+        used = _used_tensors(alive, outputs)
+        kept = [node for node in alive if any(name in used for name in node.output if name)]
+        if len(kept) == len(alive):
+            return kept, removed
+        removed += len(alive) - len(kept)
+        alive = kept
+
+
+# ---- TensorRT parser checks ---------------------------------------------------------------------
+
+def tensorrt_problems(proto: onnx.ModelProto, max_nms_candidates: int = TENSORRT_MAX_NMS_CANDIDATES) -> list[str]:
+    """What TensorRT 10's ONNX parser would refuse or cap in a graph (empty list: none).
+
+    Args:
+        proto: the model (not changed).
+        max_nms_candidates: candidate boxes per image ``NonMaxSuppression`` may receive (5000;
+            2000 on Jetson Nano/TX1/TX2-class parts).
+
+    Returns:
+        One line per problem, naming the node.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    inits = {init.name: init for init in graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    dims = {value.name: _static_dims(value) for value in
+            list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    problems = []
+    for node in graph.node:
+        where = f"{node.op_type} node {node.name!r}"
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"{where} is in the custom domain {node.domain!r}")
+        if node.op_type in FORBIDDEN_OPS:
+            problems.append(f"{where}: control-flow and sequence operators are not allowed")
+        if node.op_type == "TopK":
+            if node.input[1] not in inits:
+                problems.append(f"{where}: K ({node.input[1]!r}) is computed at run time, not an initializer")
+            else:
+                k = int(numpy_helper.to_array(inits[node.input[1]]).reshape(-1)[0])
+                if k >= TENSORRT_MAX_TOPK:
+                    problems.append(f"{where}: K = {k} is not below TensorRT's limit {TENSORRT_MAX_TOPK}")
+        if node.op_type == "NonMaxSuppression":
+            for index, role in ((2, "max_output_boxes_per_class"), (3, "iou_threshold"), (4, "score_threshold")):
+                if len(node.input) > index and node.input[index] and node.input[index] not in inits:
+                    problems.append(f"{where}: {role} ({node.input[index]!r}) is not an initializer")
+            boxes = dims.get(node.input[0])
+            if boxes is None or len(boxes) != 3 or boxes[1] is None:
+                problems.append(f"{where}: the number of candidate boxes is not static")
+            elif boxes[1] > max_nms_candidates:
+                problems.append(f"{where}: {boxes[1]} candidate boxes per image, above TensorRT's "
+                                f"{max_nms_candidates}")
+    return problems
+
+
+__all__ = ["DEFAULT_MAX_FOLD_ELEMENTS", "FORBIDDEN_OPS", "FoldReport", "TENSORRT_MAX_NMS_CANDIDATES",
+           "TENSORRT_MAX_TOPK", "fold_constants", "tensorrt_problems"]

@@ -163,7 +163,11 @@ def count_batches(path: str | os.PathLike[str]) -> int:
     with _open(path) as handle:
         if "count" not in handle.attrs:
             raise InvalidInputError(f"{path} has no 'count' attribute; not a TensorFile")
-        return int(handle.attrs["count"])
+        count = np.asarray(handle.attrs["count"])
+        if count.shape != () or count.dtype.kind not in "iu" or int(count) < 0:
+            raise InvalidInputError(f"{path}: the 'count' attribute is {count!r}, not a record count; "
+                                    "not a TensorFile")
+        return int(count)
 
 
 def read_tensorfile(path: str | os.PathLike[str]) -> Iterator[Any]:
@@ -185,5 +189,11 @@ def read_tensorfile(path: str | os.PathLike[str]) -> Iterator[Any]:
         for index in range(count):
             name = record_name(index)
             if name not in handle:
-                raise InvalidInputError(f"{path}: record {name!r} is missing (count says {count})")
-            yield _read_value(handle[name])
+                raise InvalidInputError(f"{path}: record {name!r} is missing (count says {count}); the file is "
+                                        "truncated or was not written by calibration_tensorfile")
+            try:
+                value = _read_value(handle[name])
+            except (OSError, KeyError, ValueError, TypeError) as exc:
+                raise InvalidInputError(f"{path}: record {name!r} cannot be read ({exc}); the file is damaged",
+                                        hint="write it again with calibration_tensorfile") from None
+            yield value

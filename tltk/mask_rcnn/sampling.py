@@ -150,6 +150,13 @@ def mask_targets(rois: Any, matched_gt_boxes: Any, matched_gt_index: Any, croppe
     return tf.stop_gradient(tf.cast(crops >= 0.5, tf.float32))
 
 
+class _StepCounter:
+    """Holds the step variable outside Keras' attribute tracking (it belongs to the optimizer)."""
+
+    def __init__(self, variable: Any) -> None:
+        self.variable = variable
+
+
 @keras.saving.register_keras_serializable(package="tltk")
 class RoiSampler(keras.layers.Layer):
     """Keras layer around :func:`sample_rois` plus the mask-head selection and mask targets.
@@ -165,7 +172,7 @@ class RoiSampler(keras.layers.Layer):
         mask_rois: ROIs per image for the mask head (0: no mask branch).
         gt_mask_size: G of ``cropped_gt_masks``.
         mrcnn_resolution: mask target side.
-        seed: seed of the sampling order.
+        seed: seed of the sampling order (with :meth:`use_step_counter`, combined with the step).
     """
 
     def __init__(self, batch_size_per_im: int, fg_fraction: float, fg_thresh: float, bg_thresh_hi: float,
@@ -184,11 +191,30 @@ class RoiSampler(keras.layers.Layer):
         self.mrcnn_resolution = int(mrcnn_resolution)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._step_counter: _StepCounter | None = None
+
+    def use_step_counter(self, counter: Any) -> None:
+        """Draw the sampling order from ``(seed, counter)`` with a stateless generator.
+
+        Without a counter the layer's own seed generator advances at every call; its state is
+        not part of a checkpoint, so a resumed run would sample other ROIs than an uninterrupted
+        one.  The trainer's optimizer iteration counter is restored from checkpoints, so with it
+        step ``n`` samples the same ROIs in both runs.
+
+        Args:
+            counter: an integer scalar variable that counts training steps (``optimizer.iterations``).
+        """
+        self._step_counter = _StepCounter(counter)
 
     def call(self, rois: Any, roi_scores: Any, gt_boxes: Any, gt_classes: Any, cropped_gt_masks: Any) -> dict[str, Any]:
         batch = tf.shape(rois)[0]
         count = int(rois.shape[1]) + int(gt_boxes.shape[1])
-        random = keras.random.uniform((batch, count), seed=self.seed_generator)
+        if self._step_counter is not None:
+            step = tf.cast(tf.convert_to_tensor(self._step_counter.variable), tf.int64)
+            seed = tf.stack([tf.constant(int(self.seed or 0), tf.int64), step])
+            random = tf.random.stateless_uniform((batch, count), seed=seed)
+        else:
+            random = keras.random.uniform((batch, count), seed=self.seed_generator)
         out = sample_rois(rois, roi_scores, gt_boxes, gt_classes, random,
                           batch_size_per_im=self.batch_size_per_im, fg_fraction=self.fg_fraction,
                           fg_thresh=self.fg_thresh, bg_thresh_hi=self.bg_thresh_hi,

@@ -40,6 +40,7 @@ from tltk.mask_rcnn.model import (
 )
 from tltk.mask_rcnn.params import MaskRCNNParams
 from tltk.mask_rcnn.results import image_results
+from tltk.mask_rcnn.sampling import RoiSampler
 from tltk.spec import LoadedSpec, resolve_spec_path, resolved_text
 
 log = logging.getLogger(__name__)
@@ -236,8 +237,14 @@ class MaskRCNNTask:
                             f"{len(levels)}")
         schedule = WarmupStepDecaySchedule(init, int(exp.warmup_steps), float(exp.warmup_learning_rate), steps, levels)
         clip = float(exp.global_gradient_clip_ratio)
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=float(exp.momentum),
-                                    global_clipnorm=clip if clip > 0 else None)
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=float(exp.momentum),
+                                         global_clipnorm=clip if clip > 0 else None)
+        if self._training_model is not None:
+            # The ROI sampling order follows the checkpointed step count, so resumed runs are exact.
+            for layer in self._training_model.layers:
+                if isinstance(layer, RoiSampler):
+                    layer.use_step_counter(optimizer.iterations)
+        return optimizer
 
     def cost_scaling(self) -> CostScaling | None:
         return None

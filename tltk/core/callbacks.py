@@ -46,7 +46,8 @@ class ProgressCallback(keras.callbacks.Callback):
     one-line ``Epoch e/N: loss: ... learning rate: ... Time taken: ... ETA: ...`` log per cycle.
 
     With ``plan.log_every_steps`` it also logs every that many global steps (MaskRCNN's
-    ``logging_frequency``): the step, every loss of the logs, the learning rate and samples/sec.
+    ``logging_frequency``): the step, the losses (``plan.loss_display_names``, or every loss of
+    the logs), the learning rate and samples/sec.
     """
 
     def __init__(self, plan: TrainingPlan) -> None:
@@ -86,8 +87,8 @@ class ProgressCallback(keras.callbacks.Callback):
             now = time.monotonic()
             rate = every * self.plan.batch_size / max(now - self._since, 1e-9)
             self._since = now
-            losses = ", ".join(f"{name}: {_scalar(value):.5f}" for name, value in logs.items()
-                               if name.endswith("loss"))
+            shown = self.plan.loss_display_names or tuple((k, k) for k in logs if k.endswith("loss"))
+            losses = ", ".join(f"{name}: {_scalar(logs[key]):.5f}" for key, name in shown if key in logs)
             log.info("step %d/%d: %s, learning rate: %.6g, samples/sec: %.2f", self._step, self.plan.total_steps,
                      losses, _scalar(logs.get("learning_rate")), rate)
         if self._bar is None:

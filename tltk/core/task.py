@@ -47,6 +47,9 @@ class TrainingPlan:
         cycle_name: word used in logs ("epoch" or "cycle").
         batch_size: global batch size (images per optimizer step over all replicas).
         log_every_steps: write a training log line every this many steps (0: once per cycle).
+        loss_display_names: ``(log key, name shown)`` pairs, in order, for the per-step log
+            line (TAO's names, e.g. ``("rpn_score_loss", "RPN score loss")``); empty: every
+            logged loss under its own key.
     """
 
     steps_per_cycle: int
@@ -56,6 +59,7 @@ class TrainingPlan:
     cycle_name: str = "epoch"
     batch_size: int = 1
     log_every_steps: int = 0
+    loss_display_names: tuple[tuple[str, str], ...] = ()
 
     @property
     def total_steps(self) -> int:

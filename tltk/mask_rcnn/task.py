@@ -150,8 +150,25 @@ class MaskRCNNTask:
         self._plan = TrainingPlan(steps_per_cycle=per_cycle, num_cycles=cycles, checkpoint_every=1,
                                   validate_after=frozenset(range(1, cycles + 1)) if has_val else frozenset(),
                                   cycle_name="cycle", batch_size=int(exp.train_batch_size) * max(num_replicas, 1),
-                                  log_every_steps=int(exp.logging_frequency))
+                                  log_every_steps=int(exp.logging_frequency),
+                                  loss_display_names=self.loss_display_names())
         return self._plan
+
+    def loss_display_names(self) -> tuple[tuple[str, str], ...]:
+        """TAO's names of the logged losses, in TAO's order: ``(log key, name)`` pairs.
+
+        ``regularization_loss`` is TAO's ``L2 loss`` (``L1 loss`` or ``L1+L2 loss`` when
+        ``l1_weight_decay`` is set); ``Mask loss`` appears with the mask head only.
+        """
+        exp = self.experiment
+        l1, l2 = float(exp.l1_weight_decay) > 0, float(exp.l2_weight_decay) > 0
+        decay = "L1+L2 loss" if l1 and l2 else "L1 loss" if l1 else "L2 loss"
+        names = [("rpn_score_loss", "RPN score loss"), ("rpn_box_loss", "RPN box loss"),
+                 ("fast_rcnn_class_loss", "FastRCNN class loss"), ("fast_rcnn_box_loss", "FastRCNN box loss")]
+        if self._require_params().include_mask:
+            names.append(("mask_loss", "Mask loss"))
+        names += [("regularization_loss", decay), ("loss", "Total loss")]
+        return tuple(names)
 
     def build_network(self) -> keras.Model:
         """Build the model: from ``pruned_model_path`` (a pruned model's layers, widths and weights),
@@ -206,7 +223,10 @@ class MaskRCNNTask:
             regex = re.compile(pattern)
         except re.error as exc:
             raise SpecError(f"skip_checkpoint_variables: {pattern!r} is not a regular expression ({exc})") from exc
-        return [layer.name for layer in network.layers if regex.search(layer.name)]
+        # TAO searches variable names ("class-predict/kernel"); a layer is skipped when its name
+        # or the path of one of its weights matches.
+        return [layer.name for layer in network.layers
+                if regex.search(layer.name) or any(regex.search(w.path) for w in layer.weights)]
 
     def training_forward(self, network: keras.Model, images: Any, targets: Any, training: bool) -> Any:
         """The training graph (same weights as ``network``): proposals, ROI sampling, heads."""
@@ -385,7 +405,8 @@ class MaskRCNNTask:
             request.model_file, list(request.class_names), self.input_shape, precision=request.precision,
             key=request.key, calib_cache=request.calib_cache, explicit_quantization=request.explicit_quantization,
             input_blob_name=INPUT_NAME, output_blob_names=tuple(ONNX_OUTPUT_NAMES.values()),
-            net_scale_factor=pre.net_scale_factor, offsets=pre.offsets, batch_size=request.batch_size,
+            # TAO's spelling 0.017507 (1 / 57.12 = 0.0175070028..., 1.6e-7 relative difference)
+            net_scale_factor=round(pre.net_scale_factor, 6), offsets=pre.offsets, batch_size=request.batch_size,
             config_dir=request.config_dir)
         return config, mask_rcnn_labels(list(request.class_names))
 

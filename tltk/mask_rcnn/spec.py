@@ -18,6 +18,7 @@ Unlike TAO, an omitted field takes its documented default (TAO turns it into 0).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -261,16 +262,38 @@ def _checks(exp: Message, rep: Reporter) -> None:
                                             "num_examples_per_epoch / train_batch_size)")
     if exp.num_epochs == 0 and exp.total_steps == 0:
         rep.error("total_steps", "set total_steps or num_epochs (with num_examples_per_epoch)")
+    if exp.skip_checkpoint_variables:
+        try:
+            re.compile(exp.skip_checkpoint_variables)
+        except re.error as exc:
+            rep.error("skip_checkpoint_variables", f"{exp.skip_checkpoint_variables!r} is not a regular expression "
+                                                   f"({exc}); e.g. \"class-predict|box-predict|mask_fcn_logits\"")
     if exp.checkpoint and exp.pruned_model_path:
         rep.warning("checkpoint", "pruned_model_path is also set; the pruned model is used and checkpoint is "
                                   "ignored")
+
+
+def _categories_fit(exp: Message, path: str) -> list[tuple[str, str]]:
+    """``num_classes`` leaves room for every category of the COCO file at ``path``."""
+    from tltk.errors import InvalidInputError
+    from tltk.mask_rcnn.categories import CategoryMap
+
+    num_classes = int(exp.data_config.num_classes)
+    if num_classes < 2:
+        return []  # the num_classes rule reports it
+    try:
+        CategoryMap.from_coco_json(path, num_classes)
+    except InvalidInputError as exc:
+        field = _DC + ("num_classes" if "num_classes" in exc.message else "val_json_file")
+        return [(field, exc.message + (f"; {exc.hint}" if exc.hint else ""))]
+    return []
 
 
 def _paths(exp: Message) -> Iterable[DataPath]:
     dc = exp.data_config
     yield DataPath(_DC + "training_file_pattern", dc.training_file_pattern, "glob")
     yield DataPath(_DC + "validation_file_pattern", dc.validation_file_pattern, "glob")
-    yield DataPath(_DC + "val_json_file", dc.val_json_file, "file")
+    yield DataPath(_DC + "val_json_file", dc.val_json_file, "file", inspect=lambda path: _categories_fit(exp, path))
     yield DataPath("checkpoint", exp.checkpoint, "any")
     yield DataPath("pruned_model_path", exp.pruned_model_path, "file")
 

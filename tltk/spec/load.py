@@ -200,6 +200,8 @@ def _check_paths(message: Message, schema: KindSchema, spec_dir: str | None, str
             continue
         resolved = _resolve_data_path(item, spec_dir)
         if _exists(resolved, item.kind):
+            for path, problem in item.inspect(resolved) if item.inspect is not None else ():
+                reporter.error(path, problem)
             continue
         where = ("" if os.path.isabs(os.path.expanduser(os.path.expandvars(item.value))) or item.base
                  else " (looked next to the spec, in the current folder"

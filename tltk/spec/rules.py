@@ -152,12 +152,16 @@ class DataPath:
         kind: ``"file"``, ``"dir"``, ``"glob"`` (must match at least one file) or ``"any"``.
         base: folder the value is relative to (for example KITTI's root_directory_path), or
             None for the spec's own rule (see :func:`tltk.spec.load.resolve_spec_path`).
+        inspect: called with the resolved path when it exists; returns ``(field path,
+            message)`` errors about the spec and the file's content together (for example
+            ``num_classes`` against the categories of a COCO file).
     """
 
     path: str
     value: str
     kind: str = "any"
     base: str | None = None
+    inspect: Callable[[str], Iterable[tuple[str, str]]] | None = None
 
 
 CrossCheck = Callable[[Message, Reporter], None]

@@ -167,10 +167,46 @@ def test_tensor_names_exist_in_the_graph() -> None:
     every = activation_tensor_names(model, "all")
     assert every == ["input_1", "conv1:0", "relu1:0", "logits:0", "output_cov/Sigmoid"]
     assert activation_tensor_names(model, "quantizable") == ["input_1", "relu1:0"]
+    assert activation_tensor_names(model, "network") == every  # a plain CNN: the network is everything
     produced = {t for n in model.graph.node for t in n.output} | {"input_1"}
     assert set(every) <= produced
     with pytest.raises(UsageError):
         activation_tensor_names(model, "some")
+
+
+def test_network_scope_stops_at_post_processing() -> None:
+    """conv1 -> scores; TopK -> Gather picks rows of conv1's map -> Reshape -> conv2 (a second-stage head).
+
+    The head's input is calibrated (it is what INT8 quantizes), the selection in between is not.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (4, 2, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (3, 4, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
+             numpy_helper.from_array(np.array([2], np.int64), "k"),
+             numpy_helper.from_array(np.array([0.5], np.float32), "half"),
+             numpy_helper.from_array(np.array([1, 4, 2, 1], np.int64), "head_shape")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["features"]),                    # [1, 4, 4, 1]
+        helper.make_node("Relu", ["features"], ["relu"]),
+        helper.make_node("ReduceMax", ["relu"], ["score"], axes=[1, 3], keepdims=0),  # [1, 4]
+        helper.make_node("TopK", ["score", "k"], ["top", "rows"]),               # 2 best rows
+        helper.make_node("Squeeze", ["rows"], ["rows_1d"]),
+        helper.make_node("Gather", ["relu", "rows_1d"], ["picked"], axis=2),    # [1, 4, 2, 1]
+        helper.make_node("Mul", ["picked", "half"], ["scaled"]),
+        helper.make_node("Reshape", ["scaled", "head_shape"], ["head_in"]),
+        helper.make_node("Conv", ["head_in", "w2"], ["head_out"]),
+        helper.make_node("Mul", ["top", "half"], ["top_scaled"]),               # decoding, float
+    ]
+    graph = helper.make_graph(nodes, "two_stage", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 1])],
+                              [helper.make_tensor_value_info("head_out", TensorProto.FLOAT, [1, 3, 2, 1]),
+                               helper.make_tensor_value_info("top_scaled", TensorProto.FLOAT, [1, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # relu only feeds the selection, so it gets no range; the head's input does
+    assert activation_tensor_names(model, "network") == ["x", "features", "head_in", "head_out"]
+    assert "top_scaled" in activation_tensor_names(model, "all")
 
 
 def test_minmax_run_matches_numpy_exactly() -> None:

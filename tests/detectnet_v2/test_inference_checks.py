@@ -23,7 +23,8 @@ CAR_FIRST = 'target_classes: "car"\n  target_classes: "pedestrian"'
 
 
 def _spec(toy, folder, name: str, classes: str = CAR_FIRST, model: str = "model.tlt"):
-    text = toy["inference_template"] % {"width": 64, "height": 64, "model": f'tlt_config {{ model: "{toy["root"] / model}" }}'}
+    text = toy["inference_template"] % {"width": 64, "height": 64,
+                                        "model": f'tlt_config {{ model: "{toy["root"] / model}" }}'}
     path = folder / name
     path.write_text(text.replace(CAR_FIRST, classes))
     return load_spec(str(path), model="detectnet_v2", kind="inference")
@@ -69,9 +70,24 @@ def test_align_class_names_by_hand() -> None:
         align_class_names(["a", "A"], ["a", "b"], "m.tlt")
 
 
+def test_exported_onnx_records_the_classes_and_inference_matches_them(detectnet_v2_toy, tmp_path) -> None:
+    with open_backend(detectnet_v2_toy["onnx"]) as backend:
+        assert backend.class_names == ("car", "pedestrian")
+    swapped = _spec(detectnet_v2_toy, tmp_path, "e.txt", 'target_classes: "pedestrian"\n  target_classes: "car"',
+                    "model.onnx")
+    summary = run_inference(swapped, detectnet_v2_toy["images"], tmp_path / "out")
+    assert summary["backend"] == "onnxruntime" and summary["detections"] == {"car": 7, "pedestrian": 5}
+
+
 def test_a_model_without_recorded_classes_must_have_as_many_channels(detectnet_v2_toy, tmp_path) -> None:
+    import onnx
+
+    proto = onnx.load(str(detectnet_v2_toy["onnx"]))
+    del proto.metadata_props[:]  # as TAO's exports: no class names
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
     loaded = _spec(detectnet_v2_toy, tmp_path, "d.txt",
-                   'target_classes: "car"\n  target_classes: "pedestrian"\n  target_classes: "cyclist"', "model.onnx")
+                   'target_classes: "car"\n  target_classes: "pedestrian"\n  target_classes: "cyclist"',
+                   str(tmp_path / "bare.onnx"))
     with pytest.raises(InvalidInputError, match="lists 3 class.*has 2 coverage channel"):
         run_inference(loaded, detectnet_v2_toy["images"], tmp_path / "out")
 

@@ -65,3 +65,29 @@ def test_validation_runs_after_the_last_epoch_when_the_spec_has_validation_data(
     assert _task(detectnet_v2_toy["root"], late).training_plan(1).validate_after == {7}
     no_validation = text.replace("validation_fold: 0", "")
     assert _task(detectnet_v2_toy["root"], no_validation).training_plan(1).validate_after == frozenset()
+
+
+def test_reusing_a_results_folder_with_another_backbone_is_one_sentence(detectnet_v2_toy, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from tltk.cli.app import cli
+
+    root = detectnet_v2_toy["root"]
+    out = tmp_path / "results"
+    first = CliRunner().invoke(cli, ["detectnet_v2", "train", "-e", str(detectnet_v2_toy["experiment"]), "-r", str(out),
+                                     "--json"])
+    assert first.exit_code == 0, first.output
+    resolved = (out / "experiment_spec.txt").read_text()
+    other = root / "experiment_resnet10.txt"
+    other.write_text(detectnet_v2_toy["experiment"].read_text().replace("num_layers: 18", "num_layers: 10"))
+    res = CliRunner().invoke(cli, ["detectnet_v2", "train", "-e", str(other), "-r", str(out), "--json"])
+    assert res.exit_code == 2, res.output
+    error = json.loads(res.stdout)["error"]
+    assert error.startswith(f"{out} holds checkpoints of a different network than this spec builds (another "
+                            "architecture")
+    assert "--no_resume" in error and "ValueError" not in res.output and len(error.splitlines()) == 2
+    assert (out / "experiment_spec.txt").read_text() == resolved  # still the spec of the run in the folder
+    status = [json.loads(line) for line in (out / "status.json").read_text().splitlines()]
+    assert status[-1]["status"] == "FAILURE"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tltk.cli.common import CommandResult, check_model_file, key_option, tltk_command
+from tltk.cli.common import CommandResult, check_model_file, key_option, set_option, tltk_command
 
 
 def make_export_command(model_name: str) -> click.Command:
@@ -43,6 +43,7 @@ def make_export_command(model_name: str) -> click.Command:
                   help="Accepted for TAO compatibility; tltk always converts with tf2onnx.")
     @click.option("--results_dir", default=None, hidden=True,
                   help="Accepted for TAO compatibility (TAO writes a status file there); export writes none.")
+    @set_option()
     def command(model: str, key: str | None, output_file: str | None, spec: str | None, data_type: str,
                             cal_data_file: str | None, cal_image_dir: str | None, cal_cache_file: str | None,
                             cal_json_file: str | None, cal_method: str, batches: int, batch_size: int,
@@ -50,13 +51,17 @@ def make_export_command(model_name: str) -> click.Command:
                             strict_type_constraints: bool, force_ptq: bool, gen_ds_config: bool,
                             trt_version: str | None, static_batch_size: int, target_opset: int,
                             force: bool, _profile_batch: int | None, onnx_route: str | None,
-                            results_dir: str | None) -> CommandResult:
+                            results_dir: str | None, overrides: tuple[str, ...]) -> CommandResult:
         check_model_file(model, "-m", "keras", hint="export takes the .tlt model that train wrote (an .onnx is "
                                                      "already exported)")
         from tltk.export.subtask import ExportOptions, run_export
         from tltk.models import load_spec, task_for_model_file
 
-        loaded = load_spec(spec, model=model_name, kind="experiment") if spec else None
+        if overrides and not spec:
+            from tltk.errors import UsageError
+
+            raise UsageError("--set overrides fields of the experiment spec: give it with -e")
+        loaded = load_spec(spec, model=model_name, kind="experiment", overrides=overrides) if spec else None
         task, network, metadata = task_for_model_file(model_name, model, key, loaded)
         report = run_export(task, network, metadata, ExportOptions(
             model=model, output_file=output_file, key=key, experiment_spec=spec, data_type=data_type.lower(),

@@ -51,7 +51,9 @@ def _make_train_command(model: str) -> click.Command:
         loaded = load_spec(spec, model=model, kind="experiment", overrides=overrides)
         out = os.path.abspath(default_results_dir(spec, results_dir))
         os.makedirs(out, exist_ok=True)
-        write_resolved_spec(loaded.message, os.path.join(out, "experiment_spec.txt"))
+        resolved = os.path.join(out, "experiment_spec.txt")
+        earlier = open(resolved, encoding="utf-8").read() if os.path.isfile(resolved) else None
+        write_resolved_spec(loaded.message, resolved)
         if launch_cuda_blocking:
             os.environ["CUDA_LAUNCH_BLOCKING"] = "1"
         if num_processes > 1:
@@ -68,10 +70,18 @@ def _make_train_command(model: str) -> click.Command:
         import keras
 
         keras.utils.set_random_seed(task.random_seed())
+        from tltk.core.checkpoints import CheckpointMismatchError
         from tltk.core.trainer import train
 
-        report = train(task, out, model_name=model_name, key=key, use_amp=use_amp, gpus=gpus,
-                       gpu_index=gpu_index, resume=not no_resume)
+        try:
+            report = train(task, out, model_name=model_name, key=key, use_amp=use_amp, gpus=gpus,
+                           gpu_index=gpu_index, resume=not no_resume)
+        except CheckpointMismatchError:
+            if earlier is not None:  # the folder keeps describing the run its checkpoints belong to
+                from tltk.fileio import atomic_write_text
+
+                atomic_write_text(resolved, earlier)
+            raise
         data: dict[str, Any] = {
             "results_dir": report.results_dir,
             "model": report.model_path,

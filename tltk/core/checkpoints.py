@@ -37,6 +37,10 @@ WEIGHTS_FILE = "network.weights.h5"
 OPTIMIZER_FILE = "optimizer.npz"
 
 
+class CheckpointMismatchError(InvalidInputError):
+    """The results folder holds checkpoints of another network than the one built now (exit code 2)."""
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """A complete checkpoint on disk.
@@ -97,7 +101,7 @@ def check_signature(info: CheckpointInfo, current: Mapping[str, Any], results_di
         results_dir: the results folder, for the message.
 
     Raises:
-        InvalidInputError: the classes, the input size, the output shapes or the weights differ
+        CheckpointMismatchError: the classes, the input size, the output shapes or the weights differ
             (exit code 2); the message says what differs and how to start over.
     """
     saved = info.state.get("signature")
@@ -117,7 +121,7 @@ def check_signature(info: CheckpointInfo, current: Mapping[str, Any], results_di
                            f"{saved.get('parameters')} parameters there; {current.get('num_weights')} and "
                            f"{current.get('parameters')} in this spec)")
     if differences:
-        raise InvalidInputError(
+        raise CheckpointMismatchError(
             f"{results_dir} holds checkpoints of a different network than this spec builds ({'; '.join(differences)})",
             hint="train into another folder (-r), or pass --no_resume to start over in this one (its checkpoints "
                  "are removed)")
@@ -212,7 +216,7 @@ def restore_checkpoint(info: CheckpointInfo, network: Any, optimizer: Any) -> di
         The saved task state.
 
     Raises:
-        InvalidInputError: the weights or optimizer variables do not fit (a checkpoint of
+        CheckpointMismatchError: the weights or optimizer variables do not fit (a checkpoint of
             another network; exit code 2).
     """
     hint = ("train into another folder (-r), or pass --no_resume to start over in this one (its checkpoints are "
@@ -221,13 +225,13 @@ def restore_checkpoint(info: CheckpointInfo, network: Any, optimizer: Any) -> di
         network.load_weights(os.path.join(info.path, WEIGHTS_FILE))
     except ValueError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInputError(f"checkpoint {info.path} does not fit the network this spec builds ({first})",
-                                hint=hint) from exc
+        raise CheckpointMismatchError(f"checkpoint {info.path} does not fit the network this spec builds ({first})",
+                                      hint=hint) from exc
     with np.load(os.path.join(info.path, OPTIMIZER_FILE)) as data:
         saved = [data[k] for k in sorted(data.files)]
     variables = list(optimizer.variables)
     if len(saved) != len(variables) or any(tuple(v.shape) != s.shape for v, s in zip(variables, saved)):
-        raise InvalidInputError(
+        raise CheckpointMismatchError(
             f"checkpoint {info.path} has {len(saved)} optimizer variables that do not fit this spec's optimizer "
             f"({len(variables)} variables); the spec changed since the run started", hint=hint)
     for var, value in zip(variables, saved):

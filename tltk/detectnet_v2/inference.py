@@ -189,7 +189,8 @@ class ModelChoice:
 
     Attributes:
         path: the model file (resolved against the spec's folder).
-        framework: ``tlt``/``onnx``/``tensorrt`` for :func:`open_detector` (None: by extension).
+        framework: ``tlt``/``onnx``/``tensorrt`` for :func:`tltk.runtime.backends.open_backend` (None: by
+            extension).
         engine: engine build settings when TensorRT builds from ``etlt_model``.
         notes: what was decided, for the log and the summary.
     """

@@ -151,11 +151,34 @@ def _export(task: Task, network: Any, metadata: Mapping[str, Any], opts: ExportO
                               static_batch_size=max(opts.static_batch_size, 1), overwrite=True)
     report["output"] = output
     class_names = [str(n) for n in (metadata.get("class_names") or task.class_names)]
+    for path in (output, report.get("qdq_onnx")):
+        if path and str(path).lower().endswith(".onnx") and class_names:
+            _record_class_names(str(path), class_names)
     if opts.engine_file:
         report["engine"] = _build_engine(opts, output, report, signature.input_chw, model_name)
     if opts.gen_ds_config:
         report["deepstream"] = _deepstream(task, opts, output, report, class_names)
     return report
+
+
+def _record_class_names(path: str, class_names: list[str]) -> None:
+    """Store the class names (network output order) in an ONNX model's ``class_names`` metadata property.
+
+    Inference reads them back (:attr:`tltk.runtime.backends.InferenceBackend.class_names`) to
+    match a spec's ``target_classes`` by name.
+    """
+    import json
+
+    import onnx
+
+    from tltk.export.onnx_export import save_onnx
+
+    proto = onnx.load(path)
+    kept = [p for p in proto.metadata_props if p.key != "class_names"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key="class_names", value=json.dumps(class_names))
+    save_onnx(proto, path)
 
 
 #: TensorFlow's native (absl) log lines: ``I0000 00:00:1796635829.969807    2697 devices.cc:67] ...``.

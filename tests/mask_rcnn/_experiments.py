@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -63,11 +62,17 @@ _TRAINED: dict[str, Any] = {}
 
 
 def trained_model(tmp_path_factory: Any) -> dict[str, Any]:
-    """One small trained model for the session: its spec, ``.tlt``, ``.onnx`` and inference labels.
+    """One small trained model for the session: its run folder, ``.tlt``, ``.onnx`` and labels.
+
+    The model trains for 8 steps (two evaluation periods of 4) from scratch: it localises nothing
+    yet, but its detections have spread-out scores and non-empty masks, which is what the
+    evaluate, inference and parity tests compare across backends.
 
     Returns:
-        dict with ``root`` (data folder), ``spec``, ``tlt``, ``onnx`` and ``labels`` (the folder
-        ``tltk mask_rcnn inference -l`` wrote from the ``.tlt`` over the validation images, -t 0).
+        dict with ``root`` (data folder), ``spec``, ``run`` (the results folder), ``train_output``
+        (the CLI's stdout: one JSON document), ``log_file``, ``tlt``, ``onnx`` and ``labels``
+        (the folder ``tltk mask_rcnn inference -l -t 0`` wrote from the ``.tlt`` over the
+        validation images).
     """
     if _TRAINED:
         return _TRAINED
@@ -76,14 +81,16 @@ def trained_model(tmp_path_factory: Any) -> dict[str, Any]:
     from tltk.cli.app import cli
 
     root = tmp_path_factory.mktemp("mrcnn_trained")
-    # 30 steps of a ResNet-10 at 128x192: the detections are poor but real (scores spread out).
-    spec = experiment(root, total_steps=30, num_steps_per_eval=30, logging_frequency=10,
+    spec = experiment(root, total_steps=8, num_steps_per_eval=4, logging_frequency=2,
                       maskrcnn_config__test_detections_per_image=20)
     runner = CliRunner()
     env = {"TLTK_NO_PROGRESS": "1"}
-    result = runner.invoke(cli, ["mask_rcnn", "train", "-e", str(spec), "-d", str(root / "run")], env=env)
+    run, log_file = root / "run", root / "train.log"
+    result = runner.invoke(cli, ["mask_rcnn", "train", "-e", str(spec), "-d", str(run), "--log_file", str(log_file),
+                                 "--json"], env=env)
     assert result.exit_code == 0, result.output
-    tlt = root / "run" / "model.tlt"
+    train_output = result.stdout
+    tlt = run / "model.tlt"
     onnx = root / "model.onnx"
     result = runner.invoke(cli, ["mask_rcnn", "export", "-m", str(tlt), "-o", str(onnx), "-e", str(spec)], env=env)
     assert result.exit_code == 0, result.output
@@ -91,6 +98,6 @@ def trained_model(tmp_path_factory: Any) -> dict[str, Any]:
     result = runner.invoke(cli, ["mask_rcnn", "inference", "-m", str(tlt), "-i", str(root / "coco" / "images" / "val"),
                                  "-o", str(root / "annotated"), "-l", str(labels), "-e", str(spec), "-t", "0"], env=env)
     assert result.exit_code == 0, result.output
-    _TRAINED.update(root=root, spec=spec, tlt=tlt, onnx=onnx, labels=labels)
-    os.environ.setdefault("TLTK_NO_PROGRESS", "1")
+    _TRAINED.update(root=root, spec=spec, run=run, train_output=train_output, log_file=log_file, tlt=tlt, onnx=onnx,
+                    labels=labels)
     return _TRAINED

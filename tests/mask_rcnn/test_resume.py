@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,19 @@ from tltk.core.trainer import train
 from tltk.modelfile.container import load_keras_model
 from tltk.models import load_spec, make_task
 
-_spec = importlib.util.spec_from_file_location("_mrcnn_experiments", Path(__file__).with_name("_experiments.py"))
-assert _spec is not None and _spec.loader is not None
-experiments = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(experiments)
+
+def _experiments() -> Any:
+    name = "_mrcnn_experiments"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_experiments.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+experiments = _experiments()
 
 
 @pytest.fixture(autouse=True)

@@ -142,3 +142,11 @@ def test_taos_sample_spec_validates_and_the_shipped_spec_has_its_values(repo_roo
             block, _, name = field_path.rpartition(".")
             message.ClearField(name) if not block else getattr(message, block).ClearField(name)
     assert shipped == seed_message
+
+
+def test_use_amp_in_the_spec_points_to_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "m.txt"
+    path.write_text('use_amp: true\ndata_config { num_classes: 2 }\nmaskrcnn_config { }\n')
+    report = check_spec(path, model="mask_rcnn")
+    assert report.valid
+    assert any(w.startswith(f"{path}:1:1: use_amp: is not read from the spec: pass --use_amp") for w in report.warnings)

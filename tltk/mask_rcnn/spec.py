@@ -262,6 +262,9 @@ def _checks(exp: Message, rep: Reporter) -> None:
                                             "num_examples_per_epoch / train_batch_size)")
     if exp.num_epochs == 0 and exp.total_steps == 0:
         rep.error("total_steps", "set total_steps or num_epochs (with num_examples_per_epoch)")
+    if exp.use_amp:
+        rep.warning("use_amp", "is not read from the spec: pass --use_amp to `tltk mask_rcnn train` for mixed "
+                               "precision")
     if exp.skip_checkpoint_variables:
         try:
             re.compile(exp.skip_checkpoint_variables)

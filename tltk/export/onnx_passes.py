@@ -160,10 +160,11 @@ def _shape_value(node: Any, known: dict[str, np.ndarray], partial: dict[str, _Sh
         picked = [data.values[int(i)] for i in indices.reshape(-1)]
         return _ShapeValue(picked, scalar=indices.ndim == 0, dtype=data.dtype)
     if op == "Concat":
-        parts = [value_of(name) for name in node.input]
-        if any(p is None or p.scalar or p.dtype != parts[0].dtype for p in parts):  # type: ignore[union-attr]
+        found = [value_of(name) for name in node.input]
+        parts = [p for p in found if p is not None and not p.scalar]
+        if len(parts) != len(found) or not parts or any(p.dtype != parts[0].dtype for p in parts):
             return None
-        return _ShapeValue([v for p in parts if p is not None for v in p.values], dtype=parts[0].dtype)
+        return _ShapeValue([v for p in parts for v in p.values], dtype=parts[0].dtype)
     if op == "Unsqueeze":
         source = value_of(node.input[0])
         return _ShapeValue(list(source.values), dtype=source.dtype) if source is not None and source.scalar else None

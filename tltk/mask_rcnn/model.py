@@ -235,9 +235,10 @@ def _assemble(images: Any, pyramid: dict[int, Any], heads: _Heads, params: MaskR
     score_maps = [scores for scores, _ in rpn_outputs]
     box_maps = [boxes for _, boxes in rpn_outputs]
     box_head, mask_head = heads.box, heads.mask
-    anchor_args = dict(min_level=params.min_level, max_level=params.max_level, num_scales=params.num_scales,
-                       aspect_ratios=params.aspect_ratios, anchor_scale=params.anchor_scale,
-                       image_size=params.image_size, min_size=params.rpn_min_size)
+    anchor_args: dict[str, Any] = dict(
+        min_level=params.min_level, max_level=params.max_level, num_scales=params.num_scales,
+        aspect_ratios=params.aspect_ratios, anchor_scale=params.anchor_scale, image_size=params.image_size,
+        min_size=params.rpn_min_size)
 
     # ---- inference graph
     pre_nms, post_nms = params.test_rpn_pre_nms_topn, params.test_rpn_post_nms_topn

@@ -153,3 +153,29 @@ def test_prune_command_writes_a_smaller_model(pruned_pair, tmp_path: Path) -> No
     assert metadata["pruned"]["filters"]["rpn"] == [256, 254]
     assert model.get_layer("rpn").filters == 254
     assert f'retrain with pruned_model_path: "{out}"' in result.stderr
+
+
+def test_frozen_statistics_batch_norm_is_pruned_with_its_convolution() -> None:
+    """TAO's default freeze_bn: the backbone BNs are FrozenStatsBatchNormalization, sliced like any BN."""
+    from tltk.backbones.layers import FrozenStatsBatchNormalization
+
+    params = tiny.tiny_params(freeze_bn=True, freeze_blocks=(0, 1))
+    inference, _ = build_mask_rcnn(params)
+    assert isinstance(inference.get_layer("bn_conv1"), FrozenStatsBatchNormalization)
+    for name in ("conv1", "bn_conv1"):  # channel 5 of the stem contributes nothing
+        layer = inference.get_layer(name)
+        weights = layer.get_weights()
+        if name == "conv1":
+            weights[0][..., 5] = 0.0
+        else:
+            weights[0][5] = weights[1][5] = 0.0  # gamma, beta
+        layer.set_weights(weights)
+    pruned, report = prune_model(inference, EXACT, protected_layers=PROTECTED_LAYERS)
+    assert {(r.name, r.filters_after) for r in report.pruned_layers()} == {("conv1", 63)}
+    bn = pruned.get_layer("bn_conv1")
+    assert isinstance(bn, FrozenStatsBatchNormalization) and bn.gamma.shape == (63,)
+    assert pruned.get_layer("conv1").trainable is False  # freeze_blocks 0 stays frozen
+    images, _ = tiny.synthetic_batch(params, batch=1)
+    want, got = inference(images), pruned(images)
+    for key in want:
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), atol=1e-4)

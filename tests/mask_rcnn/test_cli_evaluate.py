@@ -71,8 +71,7 @@ def test_json_document_and_the_three_sources_agree(trained: dict[str, Any], tmp_
         for key in ALL_METRICS:
             value = data[key]
             assert isinstance(value, float), (name, key)
-            suffix = key[-1] if key.rstrip("slm") != key and key[-2:] not in ("AP",) else ""
-            lo, hi = AREAS.get(suffix, (0, 1e10))
+            lo, hi = AREAS[key[-1]] if key[-2:] in {p + a for p in "PR" for a in AREAS} else (0, 1e10)
             if any(lo <= a < hi for a in areas):
                 assert 0.0 <= value <= 1.0, (name, key, value)
             else:  # pycocotools' "no ground truth in this area range"

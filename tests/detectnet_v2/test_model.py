@@ -256,3 +256,21 @@ def test_resnet18_matches_a_real_tao_detectnet_v2_export(corpus_dir):
         else:
             ours_pad = None
         assert ours_pad == pad, name
+
+
+def test_load_graph_with_freeze_bn_trains_with_the_moving_statistics(tmp_path):
+    source = build_detectnet_v2_model(model_config(num_layers=10), 2, (3, 32, 32))
+    path = os.path.join(tmp_path, "pruned.keras")
+    source.save(path)
+    config = model_config(num_layers=10, pretrained_model_file=path, load_graph=True, freeze_bn=True)
+    model, _ = build_or_load_detectnet_v2_model(config, 2, (3, 32, 32))
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 13 and not any(layer.trainable for layer in bns)
+    x = np.random.default_rng(2).uniform(size=(4, 3, 32, 32)).astype("float32")
+    before = [w.numpy().copy() for w in bns[0].weights]
+    trained = model(x, training=True)
+    inferred = model(x, training=False)
+    for name in ("output_cov", "output_bbox"):  # the same network in training and inference
+        np.testing.assert_allclose(trained[name].numpy(), inferred[name].numpy(), rtol=1e-5, atol=1e-6)
+    for old, new in zip(before, bns[0].weights):
+        np.testing.assert_array_equal(old, new.numpy())  # moving statistics not updated

@@ -315,7 +315,8 @@ def build_or_load_detectnet_v2_model(
       weights by layer name into the backbone (heads are never copied, as in TAO, where heads
       are attached after loading).
     * ``load_graph: true``: use the whole saved model (e.g. pruned); missing heads are added only
-      with ``allow_loaded_model_modification``; regularizers are re-applied to every conv/dense.
+      with ``allow_loaded_model_modification``; regularizers are re-applied to every conv/dense;
+      ``freeze_bn`` freezes every batch-norm layer (moving statistics in training too).
 
     Args:
         model_config: ``ModelConfig`` message or namespace (see ``build_detectnet_v2_model``),
@@ -350,6 +351,13 @@ def build_or_load_detectnet_v2_model(
             bias_regularizer,
         )
         _apply_regularizers(model, kernel_regularizer, bias_regularizer)
+        if bool(_field(model_config, "freeze_bn", False)):
+            # A non-trainable Keras BatchNormalization normalises with its moving statistics in
+            # training too, so training and inference see the same network.
+            frozen = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+            for layer in frozen:
+                layer.trainable = False
+            logger.info("load_graph: freeze_bn: %d batch-norm layers frozen", len(frozen))
         loaded_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
         if loaded_shape != tuple(int(d) for d in input_shape_chw):
             logger.warning(

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from tltk.cli.app import cli
 from tltk.core.trainer import train
+from tltk.mask_rcnn.categories import CategoryMap
 from tltk.modelfile.container import load_keras_model, read_metadata
 from tltk.models import load_spec, make_task
 
@@ -77,7 +78,8 @@ def test_results_folder_as_detectnet_v2s(trained: dict[str, Any]) -> None:
     meta = read_metadata(run / "model.tlt")
     assert meta["model_kind"] == "mask_rcnn" and meta["class_names"] == ["car", "pedestrian", "cyclist"]
     assert meta["input_shape"] == [3, 128, 192]
-    assert json.loads(meta["category_map"]) if isinstance(meta["category_map"], str) else meta["category_map"]
+    category_map = CategoryMap.from_json(meta["category_map"])
+    assert category_map.category_ids == (1, 2, 3) and category_map.num_classes == 4
     assert meta["preprocessing"] == {"mean": [123.675, 116.28, 103.53], "std": [57.12, 57.12, 57.12],
                                      "letterbox": True}
 

@@ -235,10 +235,19 @@ class MaskRCNNTask:
         return self._training_model(training_inputs(images, targets), training=training)
 
     def train_dataset(self, start_cycle: int, global_batch_size: int) -> tf.data.Dataset:
+        """The training stream from ``start_cycle`` on, in global batches.
+
+        Under a multi-worker strategy every worker builds this same deterministic stream and
+        keeps its share of each global batch (DATA sharding): file sharding would fail with
+        fewer TFRecord files than workers and would change the stream with the worker count.
+        """
         plan = self._plan or self.training_plan(1)
         skip = start_cycle * plan.steps_per_cycle * global_batch_size
-        return self.data.dataset("train", batch_size=global_batch_size, training=True, repeat=True, shuffle=True,
-                                 skip=skip, output="targets")
+        dataset = self.data.dataset("train", batch_size=global_batch_size, training=True, repeat=True, shuffle=True,
+                                    skip=skip, output="targets")
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return dataset.with_options(options)
 
     def loss_names(self) -> list[str]:
         return list(LOSS_NAMES)

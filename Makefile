@@ -20,8 +20,10 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 
 venv: $(STAMP)
 
+# `make demo`: quick mode (small images, short trainings that still detect); `make demo FULL=1`:
+# the quality settings of the shipped specs (see scripts/demo.sh for times and accuracies).
 demo: venv
-	PATH=$(abspath $(VENV))/bin:$$PATH TF_CPP_MIN_LOG_LEVEL=2 bash scripts/demo.sh $(DEMO_DIR)
+	PATH=$(abspath $(VENV))/bin:$$PATH TF_CPP_MIN_LOG_LEVEL=2 FULL=$(FULL) bash scripts/demo.sh $(DEMO_DIR)
 
 test: venv
 	PATH=$(VENV)/bin:$$PATH TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m "not gpu and not tensorrt" tests

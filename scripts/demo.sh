@@ -17,8 +17,9 @@
 #     spec's 12; about 35 minutes on 2 CPU cores, about 85% mAP.
 #
 # Usage: scripts/demo.sh [OUTPUT_DIR]   (default demo_run; a run that exists resumes/reuses steps)
-# Each model works in OUTPUT_DIR/<model>; a model's demo is one function that appends its lines
-# to SUMMARY, so adding a model is one more function and one more call at the bottom.
+# Each model works in OUTPUT_DIR/<model> (<model>_full with FULL=1); a model's demo is one function
+# that appends its lines to SUMMARY, so adding a model is one more function and one more call at
+# the bottom.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -38,9 +39,10 @@ json_pct() {
 
 detectnet_v2_demo() {
   local specs="$ROOT/specs/detectnet_v2" started images size train_set retrain_set pth
+  local dir="$OUT/detectnet_v2$([[ "$FULL" == 1 ]] && echo _full)"  # the modes never share data or checkpoints
   started=$(date +%s)
-  mkdir -p "$OUT/detectnet_v2"
-  cd "$OUT/detectnet_v2"
+  mkdir -p "$dir"
+  cd "$dir"
   if [[ "$FULL" == 1 ]]; then
     images=600 size=960x544 pth=0.88
     train_set=() retrain_set=()
@@ -145,7 +147,7 @@ EOF
   offline=$(json_pct results/evaluate_offline.json mAP)
   SUMMARY+=("DetectNet_v2 ($MODE, $(( $(date +%s) - started ))s): validation mAP ${trained}% trained,"
             "  ${retrained}% pruned + retrained, ${int8}% INT8 Q/DQ ONNX, ${offline}% from inference's KITTI files"
-            "  models: $OUT/detectnet_v2/results/{train/model.tlt,retrain/model_retrained.tlt,export/}")
+            "  models: $dir/results/{train/model.tlt,retrain/model_retrained.tlt,export/}")
   cd "$OUT"
 }
 

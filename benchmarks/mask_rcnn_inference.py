@@ -147,16 +147,23 @@ def load_case(name: str, model_file: str | None) -> tuple[Any, Any, str]:
     from tltk.models import load_spec, make_task, task_for_model_file
 
     if model_file:
-        task, network, _ = task_for_model_file("mask_rcnn", model_file)
-        return task, network, f"{model_file} ({network.count_params() / 1e6:.1f} M parameters)"
-    spec = load_spec(str(SPECS[name]), model="mask_rcnn", kind="experiment")
-    task = make_task("mask_rcnn", spec)
-    network, _ = build_mask_rcnn(task.params)
+        _, _, metadata = task_for_model_file("mask_rcnn", model_file)
+        with tempfile.TemporaryDirectory(prefix="tltk-bench-spec-") as tmp:  # the spec it was trained with
+            spec_path = Path(tmp) / "spec.txt"
+            spec_path.write_text(str(metadata["spec"]))
+            spec = load_spec(str(spec_path), model="mask_rcnn", kind="experiment")
+        task, network, _ = task_for_model_file("mask_rcnn", model_file, spec=spec)
+        source = f"{model_file}, trained"
+    else:
+        spec = load_spec(str(SPECS[name]), model="mask_rcnn", kind="experiment")
+        task = make_task("mask_rcnn", spec)
+        network, _ = build_mask_rcnn(task.params)
+        source = f"{SPECS[name].relative_to(REPO)}, random weights"
     p = task.params
-    return task, network, (f"{SPECS[name].relative_to(REPO)}: resnet{p.nlayers} FPN P{p.min_level}-P{p.max_level}, "
+    return task, network, (f"{source}: resnet{p.nlayers} FPN P{p.min_level}-P{p.max_level}, "
                            f"{p.image_size[0]}x{p.image_size[1]}, {p.num_classes} classes, "
-                           f"{p.test_rpn_post_nms_topn} proposals, {p.test_detections_per_image} detections, "
-                           f"random weights ({network.count_params() / 1e6:.1f} M parameters)")
+                           f"{p.test_rpn_post_nms_topn} proposals, {p.test_detections_per_image} detections "
+                           f"({network.count_params() / 1e6:.1f} M parameters)")
 
 
 def peer_python(venv: Path) -> tuple[Path | None, str]:

@@ -83,3 +83,13 @@ def test_validate_spec_says_what_tltk_and_tao_do_with_class_case_and_late_valida
     assert "never matches" not in warnings and "no validation runs" not in warnings
     assert "tltk matches 'Car' to 'car' (it ignores case), TAO compares exactly" in warnings
     assert "is after the last epoch (1); validation runs once, after the last epoch" in warnings
+
+
+def test_calibration_images_take_the_models_input_size_not_the_specs(detectnet_v2_toy, tmp_path) -> None:
+    spec = tmp_path / "spec.txt"  # the same experiment, but the spec names another network size
+    spec.write_text(detectnet_v2_toy["experiment"].read_text().replace("output_image_width: 64", "output_image_width: 96"))
+    res = CliRunner().invoke(cli, ["detectnet_v2", "export", "-m", str(detectnet_v2_toy["tlt"]), "-o",
+                                   str(tmp_path / "m.onnx"), "-e", str(spec), "--data_type", "int8", "--cal_image_dir",
+                                   str(detectnet_v2_toy["images"]), "--batches", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["calibration"]["images"] == 8

@@ -10,6 +10,7 @@ and the DeepStream settings.  The work is done by :mod:`tltk.export.pipeline`,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -124,6 +125,12 @@ def _export(task: Task, network: Any, metadata: Mapping[str, Any], opts: ExportO
 
     signature = task.export_signature(network)
     preprocessing = task.preprocessing()
+    if tuple(preprocessing.input_chw) != tuple(signature.input_chw):
+        # Calibration images feed the exported network: they take its input size, whatever
+        # size the spec's augmentation_config names.
+        log.info("calibration images are resized to the model's input %s (the spec says %s)",
+                 "x".join(map(str, signature.input_chw)), "x".join(map(str, preprocessing.input_chw)))
+        preprocessing = dataclasses.replace(preprocessing, input_chw=tuple(signature.input_chw))
 
     batches = None
     if opts.force_ptq and not is_quantized(network):

@@ -93,3 +93,16 @@ def test_calibration_images_take_the_models_input_size_not_the_specs(detectnet_v
                                    str(detectnet_v2_toy["images"]), "--batches", "1", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["calibration"]["images"] == 8
+
+
+def test_deepstream_infer_dims_are_the_exported_models(detectnet_v2_toy, tmp_path) -> None:
+    import configparser
+
+    spec = tmp_path / "spec.txt"
+    spec.write_text(detectnet_v2_toy["experiment"].read_text().replace("output_image_width: 64", "output_image_width: 96"))
+    res = CliRunner().invoke(cli, ["detectnet_v2", "export", "-m", str(detectnet_v2_toy["tlt"]), "-o",
+                                   str(tmp_path / "m.onnx"), "-e", str(spec), "--gen_ds_config"])
+    assert res.exit_code == 0, res.output
+    ini = configparser.ConfigParser()
+    ini.read(tmp_path / "nvinfer_config.txt")
+    assert ini["property"]["infer-dims"] == "3;64;64"

@@ -312,16 +312,22 @@ class DetectNetV2Task:
         return (np.asarray(b, np.float32) for b in ds.as_numpy_iterator())
 
     def deepstream_config(self, request: DeepStreamRequest) -> tuple[Any, list[str]]:
-        """nvinfer detector config (clustering from ``postprocessing_config`` when a spec is given)."""
+        """nvinfer detector config (clustering from ``postprocessing_config`` when a spec is given).
+
+        ``infer-dims`` are the input size of the model file nvinfer loads, which may differ from
+        the spec's ``augmentation_config`` size.
+        """
         from tltk.deepstream.labels import detectnet_v2_labels
         from tltk.deepstream.nvinfer import detectnet_v2_nvinfer_config
         from tltk.detectnet_v2.postprocess import params_from_postprocessing_config
+        from tltk.runtime.backends import onnx_input_chw
 
         clustering = (params_from_postprocessing_config(self.experiment.postprocessing_config)
                       if self.spec is not None else None)
         pre = self.preprocessing()
+        input_chw = onnx_input_chw(request.model_file, request.key, fallback_hw=self.input_shape[1:])
         config = detectnet_v2_nvinfer_config(
-            request.model_file, list(request.class_names), self.input_shape, precision=request.precision,
+            request.model_file, list(request.class_names), input_chw, precision=request.precision,
             key=request.key, calib_cache=request.calib_cache, explicit_quantization=request.explicit_quantization,
             clustering=clustering, config_dir=request.config_dir, batch_size=request.batch_size,
             input_blob_name=INPUT_NAME, output_blob_names=tuple(OUTPUT_NAMES.values()),

@@ -73,16 +73,18 @@ def _checkpoint_names(results: Path, rel: Any) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if rel.FINAL_CHECKPOINT.match(p.name))
 
 
-def check_results(results: Path, reference: Any, rel: Any) -> None:
-    """Every file with a final name in ``results`` is complete and right."""
+def check_results(results: Path, reference: Any, rel: Any, diffs: list[tuple[str, float]]) -> None:
+    """Every file with a final name in ``results`` is complete and right.
+
+    Weight differences from the reference are appended to ``diffs`` (file, largest difference);
+    the caller decides how much is allowed.
+    """
     for name in _checkpoint_names(results, rel):
         content = rel.checkpoint_content(results / "checkpoints" / name)  # raises when incomplete
-        diff = rel.max_abs_diff(content["weights"], reference.checkpoints[name])
-        assert diff <= rel.WEIGHT_TOLERANCE, f"checkpoint {name} loads but differs from the reference by {diff}"
+        diffs.append((f"checkpoint {name}", rel.max_abs_diff(content["weights"], reference.checkpoints[name])))
     model_file = results / "model.tlt"
     if model_file.exists():
-        diff = rel.max_abs_diff(rel.model_weights(model_file), reference.weights)
-        assert diff <= rel.WEIGHT_TOLERANCE, f"{model_file} loads but differs from the reference by {diff}"
+        diffs.append((str(model_file), rel.max_abs_diff(rel.model_weights(model_file), reference.weights)))
     for log_name in ("status.json", "metrics.jsonl"):
         log_file = results / log_name
         if log_file.exists():
@@ -126,7 +128,9 @@ def run_chain(chain: tuple[str, ...], prepared: Any, reference: Any, rel: Any, r
             missing = point.not_after.format(**values)
             assert missing not in _checkpoint_names(results, rel), (
                 f"{where}: {missing} exists, so the kill landed after it was written")
-        check_results(results, reference, rel)
+        diffs: list[tuple[str, float]] = []
+        check_results(results, reference, rel, diffs)
+        _compare(diffs, where, kit.model, rel)
         survived += 1
         rel.STATS[f"kill points survived ({kit.model})"] += 1
         if point.signal == "sigint":
@@ -135,30 +139,52 @@ def run_chain(chain: tuple[str, ...], prepared: Any, reference: Any, rel: Any, r
     rel.assert_run_ok(final, "the run after the last interruption")
     newest = _checkpoint_names(results, rel)
     assert newest[-1] == f"{kit.cycle_name}-{kit.num_cycles:04d}", newest
-    check_results(results, reference, rel)
-    diff = rel.max_abs_diff(rel.model_weights(results / "model.tlt"), reference.weights)
-    assert diff <= rel.WEIGHT_TOLERANCE, f"final weights differ from the uninterrupted run by {diff}"
-    assert not math.isnan(diff)
     LEFTOVERS[kit.model] = sorted(str(p.relative_to(results)) for p in results.rglob(".*")
                                   if p.name.endswith((".partial", ".tmp")))
+    diffs = []
+    check_results(results, reference, rel, diffs)
+    assert (results / "model.tlt").exists()
+    _compare(diffs, "after the final run", kit.model, rel)
     return survived
+
+
+def _compare(diffs: list[tuple[str, float]], where: str, model: str, rel: Any) -> None:
+    """Every weight difference must be float round-off; for a model whose training is known not
+    to be reproducible (KNOWN_BUGS "determinism") the differences are recorded and the test ends
+    as an expected failure once every structural check has passed."""
+    worst = max(diffs, key=lambda d: d[1], default=("", 0.0))
+    assert not math.isnan(worst[1]), f"{where}: {worst[0]} holds NaN weights"
+    key = f"largest weight difference from the uninterrupted run ({model})"
+    rel.FIGURES[key] = max(rel.FIGURES.get(key, 0.0), worst[1])
+    if worst[1] <= rel.WEIGHT_TOLERANCE:
+        return
+    reason = rel.KNOWN_BUGS.get((model, "determinism"))
+    if reason is None:
+        raise AssertionError(f"{where}: {worst[0]} loads but differs from the uninterrupted run by {worst[1]}")
+    NONDETERMINISTIC[model] = f"{reason} (here: {worst[0]} differs by {worst[1]:.3g})"
+
+
+#: Models whose chain saw weight differences explained by a known non-reproducibility.
+NONDETERMINISTIC: dict[str, str] = {}
 
 
 #: Hidden temporaries each model's default chain left behind after its final, successful run.
 LEFTOVERS: dict[str, list[str]] = {}
 
 
-def test_kill_and_resume_default_chain(model, prepared, reference, rel, tmp_path, request):
-    rel.expect_known_bug(request, model, "resume")
+def test_kill_and_resume_default_chain(model, prepared, reference, rel, tmp_path):
     survived = run_chain(DEFAULT_CHAIN, prepared, reference, rel, tmp_path / "results")
     assert survived == len(DEFAULT_CHAIN)
+    if model in NONDETERMINISTIC:
+        pytest.xfail(NONDETERMINISTIC[model])
 
 
 @pytest.mark.reliability_long
-def test_kill_and_resume_long_chain(model, prepared, reference, rel, tmp_path, request):
-    rel.expect_known_bug(request, model, "resume")
+def test_kill_and_resume_long_chain(model, prepared, reference, rel, tmp_path):
     survived = run_chain(LONG_CHAIN, prepared, reference, rel, tmp_path / "results")
     assert survived >= 10
+    if model in NONDETERMINISTIC:
+        pytest.xfail(NONDETERMINISTIC[model])
 
 
 @pytest.mark.xfail(strict=False, reason="train does not yet remove the hidden temporaries an interrupted run "

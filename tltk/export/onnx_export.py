@@ -406,7 +406,9 @@ def parity_check(
     session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
     batch = np.ascontiguousarray(inputs, dtype=np.float32)
     onnx_out = session.run(None, {session.get_inputs()[0].name: batch})
-    keras_out = keras_outputs_as_list(model(batch, training=False))
+    # compiled (graph) prediction: an eager call of a large detector keeps every intermediate alive
+    # (MaskRCNN ResNet-50 at 832x1344: 5.5 GB eager, 2 GB compiled for two images)
+    keras_out = keras_outputs_as_list(model.predict_on_batch(batch))
     names = [o.name for o in session.get_outputs()]
     if len(keras_out) != len(onnx_out):
         raise InvalidInputError(f"Keras model has {len(keras_out)} outputs, ONNX model has {len(onnx_out)}")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tltk import detectnet_v2, mask_rcnn
-from tltk.errors import InvalidInputError, UsageError
+from tltk.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from tltk.spec.kinds import SpecCatalog
@@ -103,16 +103,13 @@ def task_for_model_file(model: str, path: str, key: str | None = None, spec: Any
     Raises:
         InvalidInputError: the file holds another model kind, or is not this model.
     """
-    from tltk.modelfile.container import load_keras_model
+    from tltk.modelfile.container import check_model_kind, load_keras_model
 
     model_package(model).load_layers()
     network, metadata = load_keras_model(path, key)
     metadata = dict(metadata)
     metadata.setdefault("input_shape", [int(d) for d in network.inputs[0].shape[1:]])
-    kind = metadata.get("model_kind")
-    if kind not in (None, model):
-        raise InvalidInputError(f"{path} holds a {kind} model, not a {model} model",
-                                hint=f"use `tltk {kind} ...` for it")
+    check_model_kind(metadata, model, str(path))
     task = make_task(model, spec, key=key, metadata=metadata)
     task.check_model(network, path)
     return task, network, metadata

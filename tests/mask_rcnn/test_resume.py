@@ -56,16 +56,19 @@ def _records(results_dir: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
-    # 2 cycles of 2 steps without validation; the interruption comes after the first checkpoint.
-    # Two runs of the same spec agree to float round-off (1e-7) only, and MaskRCNN's discrete
-    # choices (top-k proposals, IoU thresholds) amplify round-off after a few steps, so the
-    # comparison stays short and the tolerances sit between round-off (< 1e-6) and what a
-    # resume that samples other ROIs or reads other data gives (> 1e-3).
-    spec = experiments.experiment(tmp_path / "data", num_images=8, total_steps=4, num_steps_per_eval=2,
+    # 2 cycles of 1 step without validation; the interruption comes after the first checkpoint.
+    # MaskRCNN's CPU training is reproducible to float round-off only (~1e-7 after a step; oneDNN
+    # and CropAndResize's gradient), and an untrained network's near-tied proposal scores turn
+    # such round-off into other top-k proposals and ROIs within a few steps (one run in five
+    # differed by 3% in its 4th step's losses).  The cycle-2 losses are those of step 2's forward
+    # pass on the weights restored from checkpoint 1, where round-off has not yet been amplified:
+    # a resume that restored other weights, read other data or drew other ROIs changes them by
+    # more than 1e-3, and one that restored other optimizer state changes the final weights.
+    spec = experiments.experiment(tmp_path / "data", num_images=8, total_steps=2, num_steps_per_eval=1,
                                   data_config__validation_file_pattern=None)
     full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
     full = train(_task(spec), str(full_dir))
-    assert full.resumed_from == 0 and full.steps == 4
+    assert full.resumed_from == 0 and full.steps == 2
 
     with pytest.raises(KeyboardInterrupt):
         train(_task(spec, interrupt_at=1), str(resumed_dir))
@@ -75,12 +78,12 @@ def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path
     assert status[-1]["status"] == "FAILURE" and status[-1]["message"] == "interrupted"
 
     resumed = train(_task(spec), str(resumed_dir))
-    assert resumed.resumed_from == 1 and resumed.steps == 4
+    assert resumed.resumed_from == 1 and resumed.steps == 2
     full_records, resumed_records = _records(full_dir), _records(resumed_dir)
     assert [r["cycle"] for r in resumed_records] == [1, 2]
     names = ("rpn_score_loss", "rpn_box_loss", "fast_rcnn_class_loss", "fast_rcnn_box_loss", "mask_loss", "loss")
-    for name in names:  # the second cycle's mean losses: the resumed steps saw the same data and ROIs
-        assert resumed_records[1][name] == pytest.approx(full_records[1][name], rel=1e-4), name
+    for name in names:  # step 2's losses: the resumed step saw the same weights, data and ROIs
+        assert resumed_records[1][name] == pytest.approx(full_records[1][name], rel=1e-5), name
     a, _ = load_keras_model(full.model_path)
     b, _ = load_keras_model(resumed.model_path)
     initial = _task(spec).build_network().get_weights()

@@ -177,9 +177,6 @@ def _inference(ctx: Any, out: Path) -> list[str]:
 
 EXPORT_OUTPUTS = ("model.onnx", "nvinfer_config.txt", "nvinfer_config.yml", "labels.txt")
 INT8_OUTPUTS = EXPORT_OUTPUTS + ("cal.tensor", "cal.bin", "*_qdq.onnx")
-RERUN_REFUSED = ("export refuses to replace the outputs the killed run had already finished, so the same command "
-                 "cannot complete (tltk/export/subtask.py; reported with the suite)")
-
 CASES = [
     WriteCase("dataset_convert: last shard about to be renamed", "dataset_convert", _convert, "kill|rename|{last_shard}",
               ("records/{shard_glob}",)),
@@ -193,13 +190,13 @@ CASES = [
     WriteCase("export: ONNX bytes being written", "export", _export, r"kill|write|/\.model\.onnx\.[0-9a-f]+\.tmp$",
               EXPORT_OUTPUTS, long=True),
     WriteCase("export: DeepStream config about to be renamed", "export", _export, r"kill|rename|/nvinfer_config\.txt$",
-              EXPORT_OUTPUTS, long=True, rerun_xfail=RERUN_REFUSED),
+              EXPORT_OUTPUTS, long=True),
     WriteCase("export int8: TensorFile about to be renamed", "export", _export_int8, r"kill|rename|/cal\.tensor$",
               INT8_OUTPUTS, long=True),
     WriteCase("export int8: calibration cache being written", "export", _export_int8, r"kill|write|/\.cal\.bin\.[0-9a-f]+\.tmp$",
-              INT8_OUTPUTS, long=True, rerun_xfail=RERUN_REFUSED),
+              INT8_OUTPUTS, long=True),
     WriteCase("export int8: Q/DQ ONNX about to be renamed", "export", _export_int8, r"kill|rename|_qdq\.onnx$",
-              INT8_OUTPUTS, long=True, rerun_xfail=RERUN_REFUSED),
+              INT8_OUTPUTS, long=True),
     WriteCase("calibration_tensorfile: about to be renamed", "calibration_tensorfile", _tensorfile, r"kill|rename|/cal\.tensor$",
               ("cal.tensor",), long=True),
     WriteCase("prune: container bytes being written", "prune", _prune, r"kill|write|/\.pruned\.tlt\.[0-9a-f]+\.tmp$",

@@ -10,8 +10,6 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
-
 
 def _longer(prepared) -> list[str]:
     """Overrides that make the first run train far longer than the test lasts."""
@@ -25,7 +23,6 @@ def _shorter(prepared) -> list[str]:
     return ["--set", field]
 
 
-@pytest.mark.xfail(strict=False, reason="lock lands with the trainer change")
 def test_second_train_on_the_same_results_folder_is_refused(model, prepared, rel, tmp_path):
     results = tmp_path / "results"
     log = tmp_path / "first.log"

@@ -164,10 +164,6 @@ class Slot:
     long: tuple[str, ...] = ()
 
 
-RELABELED = ("evaluate and inference run a .tlt whose metadata names another model kind without a word (export and "
-             "prune refuse it): the Keras backend does not check metadata model_kind (tltk/runtime/backends.py or "
-             "tltk/cli/evaluate.py, tltk/detectnet_v2/inference.py; reported with the suite)")
-
 
 def _sets(ctx: Any) -> list[str]:
     return [a for item in ctx.prepared.kit.train_overrides for a in ("--set", item)]
@@ -190,7 +186,7 @@ SLOTS = (
     Slot("evaluate -e", "evaluate", lambda c, f: [c.model, "evaluate", "-e", str(f), "-m", str(c.reference.model_file)],
          SPEC_KINDS + ("inference_spec", "convert_spec")),
     Slot("evaluate -m", "evaluate", lambda c, f: [c.model, "evaluate", "-e", str(c.prepared.spec), "-m", str(f),
-                                                   *_sets(c)], MODEL_KINDS, xfail=(("relabeled.tlt", RELABELED),)),
+                                                   *_sets(c)], MODEL_KINDS),
     Slot("inference -e", "inference", lambda c, f: [c.model, "inference", "-e", str(f), "-i", str(c.images), "-o",
                                                      str(c.out / "inference")],
          SPEC_KINDS + ("train_spec", "convert_spec"), models=("detectnet_v2",)),
@@ -198,12 +194,12 @@ SLOTS = (
                                                      "-o", str(c.out / "inference")], INPUT_KINDS, models=("detectnet_v2",)),
     Slot("inference spec model", "inference",
          lambda c, f: [c.model, "inference", "-e", str(c.inference_spec), "-i", str(c.images), "-o",
-                       str(c.out / "inference"), *_inference_sets(f)], MODEL_KINDS, xfail=(("relabeled.tlt", RELABELED),),
+                       str(c.out / "inference"), *_inference_sets(f)], MODEL_KINDS,
          models=("detectnet_v2",)),
     # MaskRCNN's inference takes the model with -m and the spec is optional (TAO's flags).
     Slot("inference -m", "inference", lambda c, f: [c.model, "inference", "-i", str(c.images), "-o",
                                                      str(c.out / "inference"), "-m", str(f)],
-         MODEL_KINDS, xfail=(("relabeled.tlt", RELABELED),), models=("mask_rcnn",)),
+         MODEL_KINDS, models=("mask_rcnn",)),
     Slot("inference -i", "inference", lambda c, f: [c.model, "inference", "-i", str(f), "-o", str(c.out / "inference"),
                                                      "-m", str(c.reference.model_file)], INPUT_KINDS,
          models=("mask_rcnn",)),
@@ -227,10 +223,7 @@ SLOTS = (
     Slot("export --cal_cache_file", "export",
          lambda c, f: [c.model, "export", "-m", str(c.reference.model_file), "-o", str(c.out / "model.onnx"),
                        "--data_type", "int8", "--cal_image_dir", str(c.images), "--batches", "1", "--batch_size", "2",
-                       "--cal_cache_file", str(f)], ("folder",),
-         xfail=(("folder", "export writes --cal_cache_file only after converting and calibrating and then fails with "
-                           "IsADirectoryError (exit 1); it should check its output paths first (tltk/export; "
-                           "reported with the suite)"),), long=("folder",)),
+                       "--cal_cache_file", str(f)], ("folder",), long=("folder",)),
     Slot("export -k", "export", lambda c, f: [c.model, "export", "-m", str(f), "-o", str(c.out / "model.onnx"),
                                                "-k", WRONG_KEY], ("sealed_no_key.tlt",)),
     Slot("prune -m", "prune", lambda c, f: [c.model, "prune", "-m", str(f), "-o", str(c.out / "pruned.tlt")],

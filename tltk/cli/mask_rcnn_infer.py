@@ -6,7 +6,15 @@ import os
 
 import click
 
-from tltk.cli.common import CommandResult, default_results_dir, key_option, set_option, tltk_command
+from tltk.cli.common import (
+    CommandResult,
+    check_model_file,
+    default_results_dir,
+    key_option,
+    set_option,
+    tltk_command,
+)
+from tltk.errors import UsageError
 
 
 def _gpu(gpu_index: int | None) -> None:
@@ -32,18 +40,24 @@ def _gpu(gpu_index: int | None) -> None:
 def mask_rcnn_evaluate(spec: str, model: str | None, key: str | None, results_dir: str | None,
                        batch_size: int | None, gpu_index: int | None, predictions_file: str | None,
                        overrides: tuple[str, ...]) -> CommandResult:
-    from tltk.errors import UsageError
 
     if model and predictions_file:
         raise UsageError("give either -m/--model or --predictions_file, not both")
     if not model and not predictions_file:
         raise UsageError("missing -m/--model (or --predictions_file to score a COCO results file)")
+    if model:
+        from tltk.runtime.backends import backend_kind
+
+        backend_kind(model)
+        check_model_file(model, "-m", "backend")
     _gpu(gpu_index)
     from tltk import console
     from tltk.mask_rcnn.inference import evaluate_model, evaluate_results_file, write_report
     from tltk.models import load_spec, make_task
 
     loaded = load_spec(spec, model="mask_rcnn", kind="experiment", overrides=overrides)
+    if model:
+        _metadata(model, key)  # refuses another model's file
     task = make_task("mask_rcnn", loaded, key=key)
     evaluation = evaluate_model(task, model, key, batch_size) if model else evaluate_results_file(task, str(predictions_file))
     console.echo(evaluation.report)
@@ -81,12 +95,19 @@ def mask_rcnn_evaluate(spec: str, model: str | None, key: str | None, results_di
 def mask_rcnn_inference(input_path: str, output_dir: str, spec: str | None, model: str, key: str | None,
                         label_dir: str | None, batch_size: int, threshold: float, include_mask: bool,
                         class_map: str | None, gpu_index: int | None, overrides: tuple[str, ...]) -> CommandResult:
+    from tltk.runtime.backends import backend_kind
+
+    backend_kind(model)
+    check_model_file(model, "-m", "backend")
     _gpu(gpu_index)
     from tltk.mask_rcnn.inference import run_inference
     from tltk.models import load_spec, make_task
 
     loaded = load_spec(spec, model="mask_rcnn", kind="experiment", overrides=overrides) if spec else None
     metadata = _metadata(model, key)
+    if loaded is None and "input_shape" not in metadata:
+        raise UsageError(f"-m {model}: not a model file that records its input shape (a .tlt written by tltk or an "
+                         ".onnx/.etlt export)", hint="pass the experiment spec with -e")
     task = make_task("mask_rcnn", loaded, key=key, metadata=metadata)
     data = run_inference(task, model, input_path, output_dir, key=key, label_dir=label_dir, batch_size=batch_size,
                          threshold=threshold, include_mask=include_mask, class_map=class_map, metadata=metadata)
@@ -97,10 +118,12 @@ def mask_rcnn_inference(input_path: str, output_dir: str, spec: str | None, mode
 
 def _metadata(model: str, key: str | None) -> dict:
     """A tltk container's metadata (classes, category map, input shape); the input shape of other files."""
-    from tltk.modelfile.container import container_info, read_metadata
+    from tltk.modelfile.container import check_model_kind, container_info, read_metadata
 
     if os.path.isfile(model) and container_info(model) is not None:
-        return dict(read_metadata(model, key))
+        metadata = dict(read_metadata(model, key))
+        check_model_kind(metadata, "mask_rcnn", f"-m {model}")
+        return metadata
     if os.path.isfile(model) and model.lower().endswith((".onnx", ".etlt")):
         from tltk.runtime.backends import onnx_input_chw
 

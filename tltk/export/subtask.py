@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tltk.core.task import DeepStreamRequest, Task
-from tltk.errors import UsageError
+from tltk.errors import InvalidInputError, UsageError
+from tltk.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +83,41 @@ def run_export(task: Task, network: Any, metadata: Mapping[str, Any], opts: Expo
     if opts.data_type not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--data_type must be fp32, fp16 or int8, not {opts.data_type!r}")
     output = default_output(opts.model, opts.output_file)
-    if os.path.exists(output) and not opts.overwrite:
+    marker = unfinished_marker(output)
+    unfinished = os.path.isfile(marker)
+    planned = _planned_outputs(opts, output)
+    for path in planned:
+        if os.path.isdir(path):
+            raise InvalidInputError(f"{path}: is a folder; export writes a file there",
+                                    hint="give a file path (or remove the folder)")
+    if os.path.exists(output) and not opts.overwrite and not unfinished:
         raise UsageError(f"{output} exists; refusing to overwrite it (pass --force to replace it)")
     if output.endswith(".etlt") and not opts.key:
         raise UsageError("an .etlt output needs a key: pass -k/--key (or set TLTK_KEY)")
-    planned = _planned_outputs(opts, output)
-    existing = {path for path in planned if os.path.exists(path)}
+    if unfinished:
+        log.warning("an earlier export to %s was stopped before it finished; its files are replaced", output)
+    existing = {path for path in planned if os.path.exists(path) and not unfinished}
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    atomic_write_text(marker, "export in progress; a killed export leaves this file and the next one replaces "
+                              "the outputs it had written\n")
     try:
-        return _export(task, network, metadata, opts, model_name, output)
+        report = _export(task, network, metadata, opts, model_name, output)
     except BaseException:
         removed = [path for path in planned if path not in existing and os.path.isfile(path)]
         for path in removed:
             os.remove(path)
         if removed:
             log.info("export failed; removed the files it had written: %s", ", ".join(removed))
+        os.remove(marker)
         raise
+    os.remove(marker)
+    return report
+
+
+def unfinished_marker(output: str) -> str:
+    """The hidden file that marks an export to ``output`` as running (left behind by a killed one)."""
+    folder, base = os.path.split(os.path.abspath(output))
+    return os.path.join(folder, f".{base}.export-unfinished")
 
 
 def _planned_outputs(opts: ExportOptions, output: str) -> list[str]:

@@ -171,7 +171,7 @@ def write_report(evaluation: MaskRCNNEvaluation, results_dir: str) -> dict[str, 
 # inference
 
 
-def _class_names(task: Any, metadata: dict[str, Any], class_map: str | None) -> list[str]:
+def _class_names(task: Any, metadata: dict[str, Any], class_map: str | None, model: str) -> list[str]:
     """Names by class index 1..C-1 (index 0 is the background)."""
     names = list(task.class_names)
     if class_map:
@@ -180,6 +180,9 @@ def _class_names(task: Any, metadata: dict[str, Any], class_map: str | None) -> 
                 lines = [line.strip() for line in fh if line.strip()]
         except OSError as exc:
             raise InvalidInputError(f"-c {class_map}: cannot read it ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"-c {class_map}: not a text file (it is not UTF-8 text)",
+                                    hint="one class name per line in class-index order") from None
         if lines and lines[0].lower() in ("bg", "background", "_background_"):
             lines = lines[1:]
         if names and len(lines) != len(names):
@@ -187,7 +190,8 @@ def _class_names(task: Any, metadata: dict[str, Any], class_map: str | None) -> 
                                     hint="one name per line in class-index order (a first 'BG' line is allowed)")
         names = lines
     if not names:
-        raise UsageError("the model records no class names: pass -e <experiment spec> or -c <class map file>")
+        raise UsageError(f"-m {model}: the model file records no class names (exported ONNX files keep none)",
+                         hint="pass -e <experiment spec> or -c <class map file>")
     return names
 
 
@@ -245,7 +249,7 @@ def run_inference(task: Any, model: str, input_path: str, output_dir: str, key: 
     if not 0.0 <= threshold <= 1.0:
         raise UsageError(f"-t/--threshold must be in [0, 1], got {threshold}")
     images = list_images(input_path)
-    names = _class_names(task, metadata or {}, class_map)
+    names = _class_names(task, metadata or {}, class_map, model)
     category_map = task.category_map if (task.spec is not None or task._category_map is not None) else None
 
     def category_id_of(index: int) -> int:

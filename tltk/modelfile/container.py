@@ -42,10 +42,11 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tltk import __version__
-from tltk.errors import ModelFileError, WrongKeyError
+from tltk.errors import InvalidInputError, ModelFileError, WrongKeyError
 from tltk.fileio import atomic_write_bytes
 from tltk.modelfile.legacy import USUAL_KEYS, decode_legacy, find_published_key, sniff_payload
 from tltk.modelfile.reading import read_model_bytes
@@ -420,6 +421,21 @@ def find_keras_member(members: dict[str, bytes], metadata: dict[str, Any], sourc
         if os.path.splitext(candidate)[1].lower() in (".keras", ".h5", ".hdf5"):
             return candidate
     raise ModelFileError(f"{source}: this tltk container holds no Keras model (members: {sorted(members)})")
+
+
+def check_model_kind(metadata: Mapping[str, Any], model: str, source: str) -> None:
+    """Refuse a model file whose metadata names another model kind than the command's ``model``.
+
+    Files without a recorded kind (plain Keras files, legacy TAO files) pass: their layers are
+    checked by the model's Task.
+
+    Raises:
+        InvalidInputError: ``metadata["model_kind"]`` is set and is not ``model``.
+    """
+    kind = metadata.get("model_kind")
+    if kind not in (None, model):
+        raise InvalidInputError(f"{source} holds a {kind} model, not a {model} model",
+                                hint=f"use `tltk {kind} ...` for it")
 
 
 def load_keras_model(path: str | os.PathLike[str], key: str | None = None,

@@ -626,13 +626,13 @@ def open_backend(path: str | os.PathLike[str], key: str | None = None, output_na
     if not os.path.isfile(source):
         raise InvalidInputError(f"{source}: no such model file", hint="check -m/--model or the spec's model path")
     if kind == "keras":
-        if input_chw is None:
-            return KerasBackend(source, key=key, output_names=output_names, **options)
-        from tltk.modelfile.container import load_keras_model
+        from tltk.modelfile.container import check_model_kind, load_keras_model
 
         net, metadata = load_keras_model(source, key, custom_objects=options.pop("custom_objects", None))
+        if model != "<model>":
+            check_model_kind(metadata, model, source)
         shape = tuple(net.inputs[0].shape[1:])
-        if len(shape) == 3 and (shape[1], shape[2]) != tuple(input_chw[1:]):
+        if input_chw is not None and len(shape) == 3 and (shape[1], shape[2]) != tuple(input_chw[1:]):
             log.info("running %s at %dx%d (W x H) instead of its input size %sx%s", source, input_chw[2],
                      input_chw[1], shape[2], shape[1])
             net = keras_at_size(net, (int(shape[0]), int(input_chw[1]), int(input_chw[2])))

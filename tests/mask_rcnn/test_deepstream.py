@@ -50,15 +50,44 @@ def _task() -> MaskRCNNTask:
                                   "class_names": category_map.class_names[1:]})
 
 
+def _model_file(path: Path, key: str | None, hw: tuple[int, int] = (256, 448)) -> None:
+    """A one-node ONNX model with the exported network's input ``Input`` [B,3,256,448] (sealed as
+    ``.etlt`` with ``key``): the config's infer-dims come from the model file."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tltk.modelfile.legacy import write_etlt
+
+    graph = helper.make_graph([helper.make_node("Identity", ["Input"], ["out"])], "g",
+                              [helper.make_tensor_value_info("Input", TensorProto.FLOAT, ["N", 3, *hw])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3, *hw])])
+    payload = helper.make_model(graph).SerializeToString()
+    if key:
+        write_etlt(path, payload, key)
+    else:
+        onnx.save_model(onnx.load_from_string(payload), str(path))
+
+
 def _write(tmp_path: Path, model_file: str, precision: str = "fp32", key: str | None = None,
            calib_cache: str | None = None, explicit: bool = False) -> dict[str, str]:
     task = _task()
+    _model_file(tmp_path / model_file, key)
     request = DeepStreamRequest(model_file=str(tmp_path / model_file), precision=precision, key=key,
                                 calib_cache=str(tmp_path / calib_cache) if calib_cache else None,
                                 explicit_quantization=explicit, config_dir=str(tmp_path), batch_size=4,
                                 class_names=tuple(task.class_names))
     config, labels = task.deepstream_config(request)
     return write_deepstream_files(tmp_path, config, labels)
+
+
+def test_infer_dims_come_from_the_model_file_not_the_spec(tmp_path: Path) -> None:
+    _model_file(tmp_path / "small.onnx", None, hw=(192, 320))
+    task = _task()  # its spec size is 256x448
+    request = DeepStreamRequest(model_file=str(tmp_path / "small.onnx"), precision="fp32", key=None,
+                                calib_cache=None, explicit_quantization=False, config_dir=str(tmp_path), batch_size=1,
+                                class_names=tuple(task.class_names))
+    paths = write_deepstream_files(tmp_path, *task.deepstream_config(request))
+    assert parse_ini(Path(paths["config"]))["property"]["infer-dims"] == "3;192;320"
 
 
 def test_labels_are_bg_then_names_in_class_index_order(tmp_path: Path) -> None:

@@ -408,10 +408,12 @@ class MaskRCNNTask:
         """nvinfer instance-segmentation config for DeepStream's MaskRCNN parser, labels with ``BG`` first."""
         from tltk.deepstream.labels import mask_rcnn_labels
         from tltk.deepstream.nvinfer import mask_rcnn_nvinfer_config
+        from tltk.runtime.backends import onnx_input_chw
 
         pre = self.preprocessing()
+        input_chw = onnx_input_chw(request.model_file, request.key, fallback_hw=self.input_shape[1:])
         config = mask_rcnn_nvinfer_config(
-            request.model_file, list(request.class_names), self.input_shape, precision=request.precision,
+            request.model_file, list(request.class_names), input_chw, precision=request.precision,
             key=request.key, calib_cache=request.calib_cache, explicit_quantization=request.explicit_quantization,
             input_blob_name=INPUT_NAME, output_blob_names=tuple(ONNX_OUTPUT_NAMES.values()),
             # TAO's spelling 0.017507 (1 / 57.12 = 0.0175070028..., 1.6e-7 relative difference)

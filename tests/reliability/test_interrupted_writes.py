@@ -276,9 +276,6 @@ def test_kill_during_write_leaves_nothing_incomplete(model, case, workspace, rel
 
 
 @pytest.mark.reliability_long
-@pytest.mark.xfail(strict=False, reason="a conversion killed between shard renames leaves a shard set that trains "
-                                        "on a part of the data without a word (tltk/data/tfrecord.py ShardSetWriter."
-                                        "commit and the TFRecord readers; reported with the suite)")
 def test_incomplete_shard_set_is_refused(model, ctx, rel, tmp_path):
     """A conversion killed between two shard renames must not leave data that trains on a part silently.
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -549,6 +550,55 @@ def shard_filename(prefix: str, partition: int, num_partitions: int, shard: int,
     if num_shards != 0:
         name += f"-shard-{shard:05d}-of-{num_shards:05d}"
     return name
+
+
+_SHARD_NAME = re.compile(r"^(?P<stem>.*-)(?P<index>\d{5})-of-(?P<count>\d{5})(?P<tail>[^/]*)$")
+
+
+def check_shard_sets(files: Sequence[str], source: str) -> None:
+    """Refuse TFRecords whose shard set a ``dataset_convert`` left unfinished.
+
+    Files named ``...-NNNNN-of-MMMMM...`` (TAO's shard names, both models) are grouped by their
+    set; a set with shards missing while a missing shard's hidden temporary (what
+    :class:`ShardSetWriter` writes before its renames) is still in the folder was cut by a killed
+    conversion, and training on it would use part of the data without a word.  Shards missing
+    without such a temporary (a glob that selects part of a set on purpose) are only logged.
+
+    Args:
+        files: the matched TFRecord paths.
+        source: the spec field that matched them, for the message.
+
+    Raises:
+        InvalidInputError: a set is incomplete and its conversion was interrupted.
+    """
+    sets: dict[tuple[str, str, int], set[int]] = {}
+    for path in files:
+        m = _SHARD_NAME.match(path)
+        if m:
+            sets.setdefault((m["stem"], m["tail"], int(m["count"])), set()).add(int(m["index"]))
+    for (stem, tail, count), present in sorted(sets.items()):
+        missing = [f"{stem}{i:05d}-of-{count:05d}{tail}" for i in range(count) if i not in present]
+        if not missing:
+            continue
+        interrupted = [m for m in missing
+                       if any(name.startswith(f".{os.path.basename(m)}.") and name.endswith(".tltk-partial")
+                              for name in _listdir(os.path.dirname(m) or "."))]
+        if interrupted:
+            raise InvalidInputError(
+                f"{source}: shard set {os.path.basename(missing[0])} is incomplete: {len(present)} of {count} "
+                f"shards, missing {', '.join(os.path.basename(m) for m in missing[:3])}"
+                f"{' ...' if len(missing) > 3 else ''}; the dataset_convert that wrote it was interrupted "
+                "(its unfinished shards are hidden .tltk-partial files)",
+                hint="run dataset_convert again (into an empty folder, or remove the incomplete set first)")
+        log.warning("%s: %d of %d shards of %s match (missing %s)", source, len(present), count,
+                    os.path.basename(stem.rstrip("-")), os.path.basename(missing[0]))
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 class ShardSetWriter:

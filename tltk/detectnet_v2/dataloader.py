@@ -39,7 +39,7 @@ import tensorflow as tf
 from tltk._proto import detectnet_v2_pb2 as pb
 from tltk.data.augment import AugmentationParams, augment_frame
 from tltk.data.images import assert_decodable
-from tltk.data.tfrecord import fold_substring, parse_detection_tensors
+from tltk.data.tfrecord import check_shard_sets, fold_substring, parse_detection_tensors
 from tltk.detectnet_v2.rasterizer import (
     LossMaskParams,
     RasterizerParams,
@@ -187,6 +187,7 @@ class DetectNetV2Data:
         if not files:
             raise InvalidInputError(f"{where}.tfrecords_path {pattern!r} matches no file (looked for {resolved})",
                                     hint="run `tltk detectnet_v2 dataset_convert` first, or fix the path/pattern")
+        check_shard_sets(files, f"{where}.tfrecords_path")
         image_dir = self._resolve(str(msg.image_directory_path) or ".")
         return files, image_dir, float(msg.source_weight)
 

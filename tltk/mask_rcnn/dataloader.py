@@ -53,7 +53,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import Message
 
-from tltk.data.tfrecord import COCO_INSTANCE, parse_tensors
+from tltk.data.tfrecord import COCO_INSTANCE, check_shard_sets, parse_tensors
 from tltk.errors import InvalidInputError, SpecError, UsageError
 from tltk.mask_rcnn.anchor_targets import AnchorLabeler, RpnTargetParams
 from tltk.mask_rcnn.anchors import AnchorConfig
@@ -308,6 +308,7 @@ class MaskRCNNData:
         if not found:
             raise InvalidInputError(f"data_config.{field_name} {pattern!r} matches no file (looked for {resolved})",
                                     hint="run `tltk mask_rcnn dataset_convert` first, or fix the pattern")
+        check_shard_sets(found, f"data_config.{field_name}")
         return found
 
     @property

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output", "temporary_name", "fsync_folder", "folder_lock"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output", "temporary_name", "fsync_folder", "folder_lock",
+           "remove_stale_temporaries"]
 
 
 def temporary_name(path: str | os.PathLike[str], suffix: str = ".tmp") -> str:
@@ -37,6 +40,32 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}(\.tmp|\.partial|\.tltk-partial)$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], older_than: float | None = None) -> list[str]:
+    """Delete the hidden temporaries (:func:`temporary_name`) that killed writers left under ``folder``.
+
+    Only names of the form ``.<name>.<12 hex digits>.tmp|.partial|.tltk-partial`` are touched, and
+    only those last modified before ``older_than`` (a ``time.time()`` value; default now), so a
+    writer that started after the caller took its lock keeps its file.  Call it while holding the
+    folder's lock.
+
+    Returns:
+        The removed paths.
+    """
+    limit = time.time() if older_than is None else older_than
+    removed = []
+    for root, dirs, files in os.walk(os.fspath(folder)):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            if _TEMPORARY.match(name) and os.lstat(path).st_mtime < limit:
+                _remove(path)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if not _TEMPORARY.match(d)]
+    return removed
 
 
 def _remove(path: str) -> None:

@@ -187,8 +187,6 @@ def test_kill_and_resume_long_chain(model, prepared, reference, rel, tmp_path):
         pytest.xfail(NONDETERMINISTIC[model])
 
 
-@pytest.mark.xfail(strict=False, reason="train does not yet remove the hidden temporaries an interrupted run "
-                                       "left (tltk/core/trainer.py; reported with the suite)")
 def test_successful_rerun_leaves_no_temporaries(model):
     """After the default chain's last run nothing hidden is left over (checked on that chain's folder)."""
     if model not in LEFTOVERS:

@@ -22,7 +22,7 @@ from tltk.core.distribution import is_chief, make_strategy
 from tltk.core.task import CostScaling, Task
 from tltk.data.images import undecodable_image_path
 from tltk.errors import InvalidInputError, TltkError
-from tltk.fileio import folder_lock
+from tltk.fileio import folder_lock, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,12 @@ def train(task: Task, results_dir: str, model_name: str = "model", key: str | No
 
 def _train_locked(task: Task, results_dir: str, model_name: str, key: str | None, use_amp: bool, gpus: int,
                   gpu_index: list[int] | None, resume: bool, strategy: Any, started: float) -> TrainReport:
+    locked = time.time()
     strategy = strategy or make_strategy(gpus, gpu_index)
     chief = is_chief(strategy)
+    if chief:
+        for path in remove_stale_temporaries(results_dir, older_than=locked):
+            log.info("removed %s, left by an interrupted run", path)
     if not resume and chief:
         _forget_earlier_run(results_dir)
     previous_policy = keras.mixed_precision.global_policy()

@@ -11,13 +11,14 @@ import pytest
 from tltk.detectnet_v2.cost import CostParams, DetectNetCost, autoweights
 
 
-def _config(autoweighting=False, max_w=0.9999, min_w=0.0001):
+def _config(autoweighting=False, max_w=0.9999, min_w=0.0001, warmup=0):
     def tc(name, cw, fg):
         return NS(name=name, class_weight=cw, coverage_foreground_weight=fg,
                   objectives=[NS(name="cov", initial_weight=1.0, weight_target=1.0),
                               NS(name="bbox", initial_weight=10.0, weight_target=10.0)])
     return NS(target_classes=[tc("car", 1.0, 0.05), tc("person", 3.0, 0.05)],
-              enable_autoweighting=autoweighting, max_objective_weight=max_w, min_objective_weight=min_w)
+              enable_autoweighting=autoweighting, max_objective_weight=max_w, min_objective_weight=min_w,
+              autoweighting_warmup_steps=warmup)
 
 
 def test_params_from_config():
@@ -79,7 +80,7 @@ def test_end_epoch_applies_and_resets():
     cov_t = np.zeros((1, 2, 1, 2), np.float32)
     targets = {"cov": cov_t, "cov_norm": cov_t + 0.5, "bbox": np.zeros((1, 8, 1, 2), np.float32)}
     cost(np.full_like(cov_t, 0.5), np.ones((1, 8, 1, 2), np.float32), targets)
-    weights = cost.end_epoch()
+    weights = cost.end_epoch(1)
     # clamped to [0.0001, 0.9999], the weights stay a proper distribution
     np.testing.assert_allclose(weights.sum(axis=1), [1.0, 1.0], rtol=1e-5)
     assert np.all((weights >= 0.0001) & (weights <= 0.9999))
@@ -88,3 +89,24 @@ def test_end_epoch_applies_and_resets():
     fresh = DetectNetCost(CostParams.from_config(_config(autoweighting=True)))
     fresh.set_state(state)
     np.testing.assert_allclose(fresh.objective_weights.numpy(), weights)
+
+
+def test_autoweighting_warmup_keeps_the_initial_weights_then_applies_tao_arithmetic():
+    # 40 steps per epoch, warm-up 100 steps: epochs 1 and 2 (40, 80 steps) keep the initial weights
+    cost = DetectNetCost(CostParams.from_config(_config(autoweighting=True, warmup=100)))
+    cov_t = np.zeros((1, 2, 1, 2), np.float32)
+    cov_t[0, :, 0, 0] = 1.0
+    targets = {"cov": cov_t, "cov_norm": cov_t * 0.5, "bbox": np.zeros((1, 8, 1, 2), np.float32)}
+    pred_cov, pred_bbox = np.full_like(cov_t, 0.5), np.full((1, 8, 1, 2), 0.2, np.float32)
+    initial = np.array([[1 / 11, 10 / 11]] * 2, np.float32)
+    for steps in (40, 80):
+        cost(pred_cov, pred_bbox, targets)
+        np.testing.assert_allclose(cost.end_epoch(steps), initial, rtol=1e-6)
+        assert float(np.abs(cost.epoch_sums.numpy()).sum()) == 0.0   # warm-up sums are dropped
+    cost(pred_cov, pred_bbox, targets)
+    weights = cost.end_epoch(120)
+    # epoch 3's sums alone: cov = (0.05 + 0.95) ln2 / 2 (one foreground, one background cell),
+    # bbox = 0.5 * 0.2 * 4 / 8 = 0.05; u = (1 / cov, 10 / 0.05), w = u / sum(u)
+    cov_cost = (0.05 + 0.95) * -math.log(0.5 + 1e-5) / 2
+    u = np.array([1 / cov_cost, 10 / 0.05])
+    np.testing.assert_allclose(weights, [u / u.sum()] * 2, rtol=1e-5)

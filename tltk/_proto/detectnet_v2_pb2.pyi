@@ -245,10 +245,12 @@ class ModelConfig(_message.Message):
         offset: float
         def __init__(self, input: _Optional[str] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ...) -> None: ...
     class CovObjective(_message.Message):
-        __slots__ = ("input",)
+        __slots__ = ("input", "prior_probability")
         INPUT_FIELD_NUMBER: _ClassVar[int]
+        PRIOR_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
         input: str
-        def __init__(self, input: _Optional[str] = ...) -> None: ...
+        prior_probability: float
+        def __init__(self, input: _Optional[str] = ..., prior_probability: _Optional[float] = ...) -> None: ...
     class ObjectiveSet(_message.Message):
         __slots__ = ("bbox", "cov")
         BBOX_FIELD_NUMBER: _ClassVar[int]
@@ -349,7 +351,7 @@ class EvaluationConfig(_message.Message):
     def __init__(self, validation_period_during_training: _Optional[int] = ..., first_validation_epoch: _Optional[int] = ..., early_stopping_patience_steps: _Optional[int] = ..., minimum_detection_ground_truth_overlap: _Optional[_Mapping[str, float]] = ..., evaluation_box_config: _Optional[_Mapping[str, EvaluationConfig.EvaluationBoxConfig]] = ..., average_precision_mode: _Optional[_Union[EvaluationConfig.AP_MODE, str]] = ...) -> None: ...
 
 class CostFunctionConfig(_message.Message):
-    __slots__ = ("target_classes", "enable_autoweighting", "max_objective_weight", "min_objective_weight")
+    __slots__ = ("target_classes", "enable_autoweighting", "max_objective_weight", "min_objective_weight", "autoweighting_warmup_steps")
     class TargetClass(_message.Message):
         __slots__ = ("name", "class_weight", "coverage_foreground_weight", "objectives")
         class Objective(_message.Message):
@@ -374,11 +376,13 @@ class CostFunctionConfig(_message.Message):
     ENABLE_AUTOWEIGHTING_FIELD_NUMBER: _ClassVar[int]
     MAX_OBJECTIVE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     MIN_OBJECTIVE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    AUTOWEIGHTING_WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
     target_classes: _containers.RepeatedCompositeFieldContainer[CostFunctionConfig.TargetClass]
     enable_autoweighting: bool
     max_objective_weight: float
     min_objective_weight: float
-    def __init__(self, target_classes: _Optional[_Iterable[_Union[CostFunctionConfig.TargetClass, _Mapping]]] = ..., enable_autoweighting: bool = ..., max_objective_weight: _Optional[float] = ..., min_objective_weight: _Optional[float] = ...) -> None: ...
+    autoweighting_warmup_steps: int
+    def __init__(self, target_classes: _Optional[_Iterable[_Union[CostFunctionConfig.TargetClass, _Mapping]]] = ..., enable_autoweighting: bool = ..., max_objective_weight: _Optional[float] = ..., min_objective_weight: _Optional[float] = ..., autoweighting_warmup_steps: _Optional[int] = ...) -> None: ...
 
 class SoftStartAnnealingScheduleConfig(_message.Message):
     __slots__ = ("min_learning_rate", "max_learning_rate", "soft_start", "annealing")
@@ -489,7 +493,7 @@ class VisualizerConfig(_message.Message):
     def __init__(self, enabled: bool = ..., num_images: _Optional[int] = ..., scalar_logging_frequency: _Optional[int] = ..., infrequent_logging_frequency: _Optional[int] = ..., target_class_config: _Optional[_Mapping[str, VisualizerConfig.TargetClassConfig]] = ..., wandb_config: _Optional[_Union[_common_pb2.WandBConfig, _Mapping]] = ..., clearml_config: _Optional[_Union[_common_pb2.ClearMLConfig, _Mapping]] = ...) -> None: ...
 
 class TrainingConfig(_message.Message):
-    __slots__ = ("batch_size_per_gpu", "num_epochs", "learning_rate", "regularizer", "optimizer", "cost_scaling", "checkpoint_interval", "enable_qat", "visualizer")
+    __slots__ = ("batch_size_per_gpu", "num_epochs", "learning_rate", "regularizer", "optimizer", "cost_scaling", "checkpoint_interval", "enable_qat", "visualizer", "batch_norm_recalibration_images")
     BATCH_SIZE_PER_GPU_FIELD_NUMBER: _ClassVar[int]
     NUM_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -499,6 +503,7 @@ class TrainingConfig(_message.Message):
     CHECKPOINT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     ENABLE_QAT_FIELD_NUMBER: _ClassVar[int]
     VISUALIZER_FIELD_NUMBER: _ClassVar[int]
+    BATCH_NORM_RECALIBRATION_IMAGES_FIELD_NUMBER: _ClassVar[int]
     batch_size_per_gpu: int
     num_epochs: int
     learning_rate: LearningRateConfig
@@ -508,7 +513,8 @@ class TrainingConfig(_message.Message):
     checkpoint_interval: int
     enable_qat: bool
     visualizer: VisualizerConfig
-    def __init__(self, batch_size_per_gpu: _Optional[int] = ..., num_epochs: _Optional[int] = ..., learning_rate: _Optional[_Union[LearningRateConfig, _Mapping]] = ..., regularizer: _Optional[_Union[RegularizerConfig, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerConfig, _Mapping]] = ..., cost_scaling: _Optional[_Union[CostScalingConfig, _Mapping]] = ..., checkpoint_interval: _Optional[int] = ..., enable_qat: bool = ..., visualizer: _Optional[_Union[VisualizerConfig, _Mapping]] = ...) -> None: ...
+    batch_norm_recalibration_images: int
+    def __init__(self, batch_size_per_gpu: _Optional[int] = ..., num_epochs: _Optional[int] = ..., learning_rate: _Optional[_Union[LearningRateConfig, _Mapping]] = ..., regularizer: _Optional[_Union[RegularizerConfig, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerConfig, _Mapping]] = ..., cost_scaling: _Optional[_Union[CostScalingConfig, _Mapping]] = ..., checkpoint_interval: _Optional[int] = ..., enable_qat: bool = ..., visualizer: _Optional[_Union[VisualizerConfig, _Mapping]] = ..., batch_norm_recalibration_images: _Optional[int] = ...) -> None: ...
 
 class BboxRasterizerConfig(_message.Message):
     __slots__ = ("target_class_config", "deadzone_radius")

@@ -12,7 +12,9 @@ Task cost = ``sum_c sum_o w_c * w_{c,o} * cost_{c,o}`` with ``w_c = class_weight
 and ``w_{c,o}`` starting at ``initial_weight_o / sum_o initial_weight_o``.  With
 ``enable_autoweighting`` the objective weights are recomputed after every epoch from the
 epoch's summed costs: ``u_o = weight_target_o / S_{c,o}``, ``w_{c,o} = clamp(u_o / sum u,
-min_objective_weight, max_objective_weight)``.
+min_objective_weight, max_objective_weight)``.  tltk only: the weights change at the end of
+the first epoch that ends at or after ``autoweighting_warmup_steps`` optimizer steps, and of
+every epoch after it; 0 is TAO's arithmetic (every epoch).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class CostParams:
         autoweighting: ``enable_autoweighting``.
         min_objective_weight: lower clamp of auto-weights.
         max_objective_weight: upper clamp of auto-weights.
+        autoweighting_warmup_steps: optimizer steps trained with the initial weights before
+            the first auto-weighting update (0: TAO, an update after every epoch).
     """
 
     class_names: tuple[str, ...]
@@ -51,6 +55,7 @@ class CostParams:
     autoweighting: bool
     min_objective_weight: float
     max_objective_weight: float
+    autoweighting_warmup_steps: int
 
     @classmethod
     def from_config(cls, cost_function_config: Any) -> CostParams:
@@ -70,7 +75,8 @@ class CostParams:
                                         for o in objectives),
                    autoweighting=bool(cost_function_config.enable_autoweighting),
                    min_objective_weight=float(cost_function_config.min_objective_weight),
-                   max_objective_weight=float(cost_function_config.max_objective_weight))
+                   max_objective_weight=float(cost_function_config.max_objective_weight),
+                   autoweighting_warmup_steps=int(cost_function_config.autoweighting_warmup_steps))
 
     def normalised_class_weights(self) -> np.ndarray:
         """``w_c``, shape (C,), summing to 1."""
@@ -171,13 +177,19 @@ class DetectNetCost:
         """Names of the per-class cost components, in a stable order."""
         return [f"cost_{n}_{o}" for n in self.params.class_names for o in OBJECTIVES]
 
-    def end_epoch(self) -> np.ndarray:
-        """Apply auto-weighting from this epoch's sums and reset them; returns the weights (C, 2)."""
+    def end_epoch(self, steps_done: int) -> np.ndarray:
+        """Apply auto-weighting from this epoch's sums and reset them; returns the weights (C, 2).
+
+        Args:
+            steps_done: optimizer steps of the run so far, this epoch's included; no update
+                while ``steps_done < autoweighting_warmup_steps`` (the sums are dropped).
+        """
         if self.params.autoweighting:
             sums = self.epoch_sums.read_value().numpy()
-            new = autoweights(sums, np.asarray(self.params.weight_targets), self.objective_weights.numpy(),
-                              self.params.min_objective_weight, self.params.max_objective_weight)
-            self.objective_weights.assign(new)
+            if steps_done >= self.params.autoweighting_warmup_steps:
+                new = autoweights(sums, np.asarray(self.params.weight_targets), self.objective_weights.numpy(),
+                                  self.params.min_objective_weight, self.params.max_objective_weight)
+                self.objective_weights.assign(new)
             self.epoch_sums.assign(tf.zeros_like(self.epoch_sums.read_value()))
         return self.objective_weights.numpy()
 

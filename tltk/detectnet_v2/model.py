@@ -21,12 +21,14 @@ message and a ``types.SimpleNamespace`` both work.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import keras
 
 from tltk.backbones import build_backbone, check_arch, nchw_to_nhwc, nhwc_to_nchw
 from tltk.core.weights import WeightLoadReport, load_model_graph, load_weights_by_name
+from tltk.detectnet_v2.spec import DEFAULT_PRIOR_PROBABILITY
 from tltk.errors import SpecError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,27 @@ HEAD_NAMES = (COV_NAME, BBOX_NAME)
 OUTPUT_NAMES = {COV_NAME: "output_cov/Sigmoid", BBOX_NAME: "output_bbox/BiasAdd"}
 OUTPUT_STRIDE = 16
 BBOX_CHANNELS_PER_CLASS = 4
+
+
+def prior_bias(prior_probability: float) -> float:
+    """The coverage head's initial bias for a prior probability: ``-ln((1 - p) / p)``.
+
+    A sigmoid of this bias is ``p``, so every cell of an untrained network predicts coverage
+    ``p`` (0.5 gives TAO's zero bias; 0.01 gives -4.595).
+
+    Args:
+        prior_probability: ``p``, strictly between 0 and 1.
+
+    Returns:
+        The bias, in logits.
+
+    Raises:
+        SpecError: ``p`` outside (0, 1).
+    """
+    p = float(prior_probability)
+    if not 0.0 < p < 1.0:
+        raise SpecError(f"model_config.objective_set.cov.prior_probability: {p:g} is not strictly between 0 and 1")
+    return -math.log((1.0 - p) / p)
 
 
 def _field(config: Any, name: str, default: Any) -> Any:
@@ -78,6 +101,13 @@ def resolved_arch(model_config: Any) -> tuple[str, int]:
     arch = str(_field(model_config, "arch", "") or "resnet")
     num_layers = int(_field(model_config, "num_layers", 0) or 18)
     return arch, num_layers
+
+
+def cov_prior_probability(model_config: Any) -> float:
+    """``model_config.objective_set.cov.prior_probability`` (the proto's default when unset)."""
+    objective_set = _field(model_config, "objective_set", None)
+    cov = _field(objective_set, "cov", None)
+    return float(_field(cov, "prior_probability", DEFAULT_PRIOR_PROBABILITY))
 
 
 def _head_inputs(model_config: Any) -> dict[str, str]:
@@ -134,7 +164,11 @@ def _check_input_shape(input_shape_chw: tuple[int, int, int]) -> tuple[int, int,
 
 
 def _heads(
-    features: dict[str, Any], num_classes: int, kernel_regularizer: Any, bias_regularizer: Any
+    features: dict[str, Any],
+    num_classes: int,
+    kernel_regularizer: Any,
+    bias_regularizer: Any,
+    prior_probability: float,
 ) -> dict[str, Any]:
     cov = keras.layers.Conv2D(
         num_classes,
@@ -142,7 +176,7 @@ def _heads(
         padding="same",
         activation="sigmoid",
         kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(prior_bias(prior_probability)),
         kernel_regularizer=kernel_regularizer,
         bias_regularizer=bias_regularizer,
         name=COV_NAME,
@@ -177,7 +211,8 @@ def build_detectnet_v2_model(
         model_config: ``ModelConfig`` message or namespace with TAO's fields: ``arch``,
             ``num_layers`` (0 -> 18), ``use_batch_norm``, ``use_pooling``, ``all_projections``,
             ``dropout_rate``, ``freeze_blocks``, ``freeze_bn``, ``objective_set`` (``cov.input`` /
-            ``bbox.input``: head input layer, "" = backbone output), ``pretrained_model_file``.
+            ``bbox.input``: head input layer, "" = backbone output; ``cov.prior_probability``:
+            the coverage every cell predicts before training), ``pretrained_model_file``.
         num_classes: number of target classes (>= 1).
         input_shape_chw: (C, H, W) with C in {1, 3} and H, W multiples of 16, in pixels.
         kernel_regularizer: Keras regularizer for every conv kernel (heads included), or None.
@@ -226,7 +261,8 @@ def build_detectnet_v2_model(
         head: _find_head_input(trunk, pattern, f"model_config.objective_set.{head[len('output_') :]}.input")
         for head, pattern in head_inputs.items()
     }
-    outputs = _heads(features, num_classes, kernel_regularizer, bias_regularizer)
+    outputs = _heads(features, num_classes, kernel_regularizer, bias_regularizer,
+                     cov_prior_probability(model_config))
     cov_shape, bbox_shape = tuple(outputs[COV_NAME].shape[2:]), tuple(outputs[BBOX_NAME].shape[2:])
     if cov_shape != bbox_shape:
         raise SpecError(
@@ -247,6 +283,7 @@ def _standardize_loaded(
     source: str,
     kernel_regularizer: Any,
     bias_regularizer: Any,
+    prior_probability: float,
 ) -> keras.Model:
     """Give a loaded graph tltk's output dict (NCHW maps), adding heads when allowed."""
     outputs = model.output
@@ -274,7 +311,11 @@ def _standardize_loaded(
             if channels_first:
                 features = nchw_to_nhwc(features, name="features_nhwc")
             heads = _heads(
-                {COV_NAME: features, BBOX_NAME: features}, num_classes, kernel_regularizer, bias_regularizer
+                {COV_NAME: features, BBOX_NAME: features},
+                num_classes,
+                kernel_regularizer,
+                bias_regularizer,
+                prior_probability,
             )
             logger.info("load_graph: added output_cov/output_bbox heads to %s", source)
         model_inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
@@ -349,6 +390,7 @@ def build_or_load_detectnet_v2_model(
             pretrained,
             kernel_regularizer,
             bias_regularizer,
+            cov_prior_probability(model_config),
         )
         _apply_regularizers(model, kernel_regularizer, bias_regularizer)
         if bool(_field(model_config, "freeze_bn", False)):

@@ -162,6 +162,8 @@ EXPERIMENT_RULES = [
     Rule("model_config.dropout_rate", between(0, 1)),
     Rule("model_config.objective_set.bbox.scale", positive()),
     Rule("model_config.objective_set.bbox.offset", non_negative()),
+    Rule("model_config.objective_set.cov.prior_probability", between(0, 1, lo_open=True, hi_open=True),
+         note="the coverage head's bias starts at -ln((1 - p) / p); 0.5 is TAO's zero bias"),
     Rule("model_config.freeze_blocks[*]", non_negative() & whole_number()),
     Rule("model_config.training_precision.backend_floatx",
          Check(lambda v: v != pb.ModelConfig.TrainingPrecision.INVALID, "FLOAT32 or FLOAT16")),
@@ -265,6 +267,48 @@ def learning_rate_schedule(training_config: Message) -> tuple[str, Message]:
     lr = training_config.learning_rate
     which = lr.WhichOneof("learning_rate") or "soft_start_annealing_schedule"
     return which, getattr(lr, which)
+
+
+_SCRATCH = "the spec trains from scratch (no model_config.pretrained_model_file)"
+#: ``model_config.objective_set.cov.prior_probability`` when a spec leaves it unset (the proto's default).
+DEFAULT_PRIOR_PROBABILITY: float = (
+    pb.ModelConfig.CovObjective.DESCRIPTOR.fields_by_name["prior_probability"].default_value)
+#: ``cost_function_config.autoweighting_warmup_steps`` when a spec leaves it unset.
+DEFAULT_AUTOWEIGHTING_WARMUP_STEPS: int = (
+    pb.CostFunctionConfig.DESCRIPTOR.fields_by_name["autoweighting_warmup_steps"].default_value)
+#: ``training_config.batch_norm_recalibration_images`` when a spec leaves it unset.
+DEFAULT_BATCH_NORM_RECALIBRATION_IMAGES: int = (
+    pb.TrainingConfig.DESCRIPTOR.fields_by_name["batch_norm_recalibration_images"].default_value)
+
+
+def _from_scratch_checks(exp: Message, rep: Reporter) -> None:
+    """Warnings for settings meant for pretrained weights in a spec that has none.
+
+    Each one was measured on a from-scratch run (docs/training.md, "Training from scratch").
+    """
+    model = exp.model_config
+    if model.freeze_bn:
+        rep.warning("model_config.freeze_bn", f"{_SCRATCH}: frozen batch-norm layers keep their initial "
+                                              "statistics (mean 0, variance 1) and never learn the data's; "
+                                              "set freeze_bn: false")
+    prior = model.objective_set.cov.prior_probability
+    if prior >= 0.5:
+        rep.warning("model_config.objective_set.cov.prior_probability",
+                    f"{_SCRATCH}: a coverage head that starts at {prior:g} spends the first epoch learning "
+                    "that most cells are background; leave prior_probability unset "
+                    f"({DEFAULT_PRIOR_PROBABILITY:g})")
+    cfc = exp.cost_function_config
+    if cfc.enable_autoweighting and cfc.autoweighting_warmup_steps < DEFAULT_AUTOWEIGHTING_WARMUP_STEPS:
+        rep.warning("cost_function_config.autoweighting_warmup_steps",
+                    f"{_SCRATCH}: auto-weighting after {cfc.autoweighting_warmup_steps} steps cuts the "
+                    "coverage weight 10- to 30-fold while Adam still remembers the larger gradients, and "
+                    "the coverage loss stops falling; leave autoweighting_warmup_steps unset "
+                    f"({DEFAULT_AUTOWEIGHTING_WARMUP_STEPS}) or set enable_autoweighting: false")
+    if model.use_batch_norm and exp.training_config.batch_norm_recalibration_images == 0:
+        rep.warning("training_config.batch_norm_recalibration_images",
+                    f"{_SCRATCH}: with 0, validation and the saved model normalise with moving averages "
+                    "that start at mean 0 and variance 1 and lag the training by about 100 steps; leave "
+                    f"it unset ({DEFAULT_BATCH_NORM_RECALIBRATION_IMAGES} images)")
 
 
 def _experiment_checks(exp: Message, rep: Reporter) -> None:
@@ -378,6 +422,7 @@ def _experiment_checks(exp: Message, rep: Reporter) -> None:
                 if value if isinstance(value, bool) else len(value):
                     rep.warning(f"model_config.{name}", "has no effect without pretrained_model_file; train "
                                                         "needs one to load or freeze pretrained layers")
+            _from_scratch_checks(exp, rep)
 
     tc = exp.training_config
     if exp.HasField("training_config"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import keras
@@ -55,6 +55,48 @@ def regularizers(training_config: Any) -> tuple[Any, Any]:
     return make(weight), make(weight)
 
 
+def recalibrate_batch_norm(network: keras.Model, batches: Iterable[np.ndarray]) -> int:
+    """Re-estimate the moving statistics of every learning batch-norm layer from ``batches``.
+
+    The network runs in training mode, so each batch-norm layer normalises with the batch's
+    statistics, exactly as in a training step; its ``moving_mean`` and ``moving_variance``
+    become the average of those per-batch means and variances.  Frozen layers (not
+    trainable, or :class:`~tltk.backbones.layers.FrozenStatsBatchNormalization`) keep theirs.
+    Only moving statistics change; a training step never reads them, so training goes on as
+    before.
+
+    Args:
+        network: the DetectNet_v2 network (input NCHW float32 in [0, 1]).
+        batches: image batches, each (B, C, H, W) float32.
+
+    Returns:
+        The number of batches used (0 when there was none or the network has no such layer;
+        then nothing changes).
+    """
+    from tltk.backbones.layers import FrozenStatsBatchNormalization
+
+    layers = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)
+              and layer.trainable and not isinstance(layer, FrozenStatsBatchNormalization)]
+    if not layers:
+        return 0
+    probe = keras.Model(network.inputs[0], [layer.input for layer in layers])
+    sums: list[list[Any]] = [[0.0, 0.0] for _ in layers]
+    count = 0
+    for images in batches:
+        outputs = probe(tf.convert_to_tensor(images), training=True)
+        for layer, x, acc in zip(layers, outputs, sums):
+            axes = [a for a in range(len(x.shape)) if a != int(layer.axis) % len(x.shape)]
+            mean, variance = tf.nn.moments(tf.cast(x, tf.float32), axes=axes)
+            acc[0] += mean
+            acc[1] += variance
+        count += 1
+    if count:
+        for layer, (mean_sum, variance_sum) in zip(layers, sums):
+            layer.moving_mean.assign(tf.cast(mean_sum / count, layer.moving_mean.dtype))
+            layer.moving_variance.assign(tf.cast(variance_sum / count, layer.moving_variance.dtype))
+    return count
+
+
 class DetectNetV2Task:
     """The DetectNet_v2 :class:`~tltk.core.task.Task`.
 
@@ -78,6 +120,7 @@ class DetectNetV2Task:
         self.key = key
         self.metadata = dict(metadata or {})
         self.cost: DetectNetCost | None = None
+        self.network: keras.Model | None = None
         self._plan: TrainingPlan | None = None
         self._data: DetectNetV2Data | None = None
         if spec is None:
@@ -147,6 +190,7 @@ class DetectNetV2Task:
                      len(report.loaded), len(report.skipped), len(report.mismatched))
         network = self._apply_qat(network)
         self.cost = DetectNetCost(self.cost_params)
+        self.network = network
         return network
 
     def _apply_qat(self, network: keras.Model) -> keras.Model:
@@ -218,13 +262,46 @@ class DetectNetV2Task:
         class AutoWeighting(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 if task.cost is not None and task.cost_params.autoweighting:
-                    weights = task.cost.end_epoch()
+                    weights = task.cost.end_epoch((epoch + 1) * task.training_plan_steps())
                     if logs is not None:
                         for i, name in enumerate(task.class_names):
                             logs[f"autoweight_{name}_cov"] = float(weights[i, 0])
                             logs[f"autoweight_{name}_bbox"] = float(weights[i, 1])
 
-        return [AutoWeighting()]
+        class BatchNormRecalibration(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                task.recalibrate_batch_norm(epoch + 1)
+
+        return [AutoWeighting(), BatchNormRecalibration()]
+
+    def training_plan_steps(self) -> int:
+        """Optimizer steps per epoch of the current plan."""
+        return (self._plan or self.training_plan(1)).steps_per_cycle
+
+    def recalibrate_batch_norm(self, epochs_done: int) -> int:
+        """``training_config.batch_norm_recalibration_images``: new moving statistics before a save.
+
+        Runs after epoch ``epochs_done`` (1-based) when validation, a checkpoint or the final
+        model follows it (the plan's rule), on the first ``ceil(images / batch_size_per_gpu)``
+        batches of the training split without augmentation, in file order, so a resumed run
+        gets the same statistics.
+
+        Returns:
+            The number of batches used (0 when nothing was done).
+        """
+        images = int(self.training_config.batch_norm_recalibration_images)
+        plan = self._plan
+        if images == 0 or self.network is None or plan is None:
+            return 0
+        if not (epochs_done in plan.validate_after or epochs_done % plan.checkpoint_every == 0
+                or epochs_done == plan.num_cycles):
+            return 0
+        batch = int(self.training_config.batch_size_per_gpu)
+        ds = self.data.dataset("train", batch_size=batch, training=False, output="images", repeat=True,
+                               shuffle=False).take(math.ceil(images / batch))
+        used = recalibrate_batch_norm(self.network, (np.asarray(b, np.float32) for b in ds.as_numpy_iterator()))
+        log.debug("batch-norm statistics re-estimated from %d batches of %d training images", used, batch)
+        return used
 
     # ---- evaluation and inference -----------------------------------------------------------
     def keras_predictor(self, network: keras.Model) -> Predict:

@@ -16,7 +16,9 @@
 #     pruning at 0.8 (90% of the parameters kept), 6 epochs of fine-tuning (76.3%; INT8 Q/DQ
 #     76.3%); 460 CPU-seconds in all, so about 4-5 minutes on 2 idle CPU cores. MaskRCNN: 240
 #     images of 448x256, a 320x192 network, 200 steps of 2 images, pruning at 0.95 and 80 steps
-#     of fine-tuning; about 480 CPU-seconds (508 s of wall time on a shared machine).
+#     of fine-tuning; about 520 CPU-seconds. Both models together: 1,126 CPU-seconds and 24.6
+#     minutes of wall time on a clean clone (venv included) on 2 cores shared with other jobs
+#     (load average 5-6); not yet timed on an idle machine.
 #   FULL=1 (`make demo FULL=1`): the quality settings of the shipped specs. DetectNet_v2: 600
 #     images of 960x544, a 480x272 network, the quickstart spec's 16 epochs and the retrain
 #     spec's 12; about 35 minutes on 2 CPU cores, about 85% mAP. MaskRCNN: 600 images of 960x544
@@ -174,9 +176,10 @@ mask_rcnn_demo() {
     train_set=("${data_set[@]}")
     retrain_set=("${data_set[@]}")
   else
-    # A 320x192 network, 200 steps of 2 images (bbox/mask AP50 80.4/77.7% in one run); pruning at
-    # 0.95 removes about 22% of the parameters and 80 steps at half the rate fine-tune it (68.5/68.2%;
-    # the full mode's 300-step retrain of a 40%-pruned model is within 0.3 point, docs/pruning.md).
+    # A 320x192 network, 200 steps of 2 images (bbox/mask AP50 75.7/74.9% and 80.4/77.7% in two
+    # runs); pruning at 0.95 removes about 22% of the parameters and 80 steps at half the rate
+    # fine-tune it (62.8/62.5%, INT8 61.2/62.7%, in the clean-clone run; the full mode's 300-step
+    # retrain of a 40%-pruned model is within 0.3 point of the unpruned one, docs/pruning.md).
     images=240 size=448x256 pth=0.95
     local net=(--set 'data_config.image_size="(192, 320)"' --set data_config.eval_samples=48)
     train_set=("${data_set[@]}" "${net[@]}" --set train_batch_size=2 --set total_steps=200 --set num_steps_per_eval=200

@@ -36,8 +36,8 @@ def test_a_failed_export_removes_what_it_wrote_so_the_rerun_needs_no_force(detec
     again = CliRunner().invoke(cli, [*base, "--json"])
     assert again.exit_code == 0, again.output
     report = json.loads(again.stdout)
-    assert sorted(os.listdir(out)) == ["cal.bin", "labels.txt", "model.onnx", "model_int8_qdq.onnx",
-                                       "nvinfer_config.txt", "nvinfer_config.yml"]
+    assert sorted(os.listdir(out)) == ["cal.bin", "labels.txt", "model.onnx", "model_int8_cpu.onnx",
+                                       "model_int8_qdq.onnx", "nvinfer_config.txt", "nvinfer_config.yml"]
     assert report["calibration"]["images"] == 8 and report["calibration"]["batches"] == 1
 
 

@@ -11,8 +11,9 @@ model, its TAO tensor names and (for INT8) preprocessed calibration batches:
    convolutional network (:mod:`tltk.export.calibration`, scope ``"network"``: a detector's
    post-processing, e.g. MaskRCNN's NMS and box decoding, gets no range and stays in float).
 3. From that table: the TensorRT calibration cache (``cal.bin``, for TensorRT 8-10 and DeepStream
-   ``int8-calib-file``), the Q/DQ ONNX model (explicit quantization, for TensorRT 10+/11 and
-   ONNX Runtime) and optionally TAO's ``{"tensor_scales": ...}`` JSON.
+   ``int8-calib-file``), the Q/DQ ONNX model (explicit quantization in TensorRT's placement, for
+   TensorRT 10+/11), the CPU INT8 model (:mod:`tltk.export.cpu_int8`: uint8 activations placed for
+   ONNX Runtime's integer kernels) and optionally TAO's ``{"tensor_scales": ...}`` JSON.
 
 Calibration batch sources (:func:`calibration_batches_from_tensorfile`,
 :func:`calibration_batches_from_images`, :func:`prepare_calibration_batches`) all yield NCHW
@@ -70,6 +71,18 @@ def default_qdq_path(output_path: str | os.PathLike[str]) -> str:
     return str(Path(os.fspath(output_path)).with_suffix("")) + "_int8_qdq.onnx"
 
 
+def default_cpu_int8_path(output_path: str | os.PathLike[str]) -> str:
+    """Where the ONNX Runtime CPU INT8 model goes: ``<output path without extension>_int8_cpu.onnx``.
+
+    Args:
+        output_path: the exported model file (``.onnx`` or ``.etlt``).
+
+    Returns:
+        The CPU INT8 ONNX path.
+    """
+    return str(Path(os.fspath(output_path)).with_suffix("")) + "_int8_cpu.onnx"
+
+
 def export_model(
     model: keras.Model,
     output_path: str | os.PathLike[str],
@@ -93,6 +106,7 @@ def export_model(
     overwrite: bool = True,
     per_channel_weights: bool = True,
     qdq_activation_ops: tuple[str, ...] = (),
+    cpu_int8_output_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Export a trained Keras model for deployment.
 
@@ -118,7 +132,7 @@ def export_model(
             gives them (resolved against the converted graph).  A quantization-aware ``model`` is
             always exported as its float twin; its own ranges are used when none are given.
         force_ptq: calibrate even when ``qat_ranges`` are given.
-        qdq_output_path: the Q/DQ ONNX model; default ``<output>_int8_qdq.onnx``.
+        qdq_output_path: the Q/DQ ONNX model (TensorRT placement); default ``<output>_int8_qdq.onnx``.
         cal_json_file: also write TAO's ``{"tensor_scales": {name: amax}}`` JSON here.
         max_batches: calibrate on at most this many batches.
         opset: ONNX opset.
@@ -128,11 +142,14 @@ def export_model(
         per_channel_weights: per-output-channel weight scales in the Q/DQ model.
         qdq_activation_ops: extra operator types to quantize in the Q/DQ model (see
             :func:`tltk.export.qdq.write_qdq_onnx`).
+        cpu_int8_output_path: the INT8 model for ONNX Runtime on CPU (:mod:`tltk.export.cpu_int8`,
+            same ranges); default ``<output>_int8_cpu.onnx``.
 
     Returns:
         A JSON-serialisable report: ``onnx`` (the :class:`ExportReport` dict), ``data_type``,
         and for INT8 ``calibration`` (method, number of tensors, images, source),
-        ``cal_cache_file``, ``cache_header``, ``qdq_onnx``, ``qdq`` (node counts), and
+        ``cal_cache_file``, ``cache_header``, ``qdq_onnx``, ``qdq`` (node counts), ``cpu_int8_onnx``,
+        ``cpu_int8`` (node counts), and
         ``cal_json_file`` when written.
 
     Raises:
@@ -142,6 +159,7 @@ def export_model(
     from tltk.core.qat import is_quantized
     from tltk.export.calibration import activation_tensor_names, calibrate_onnx
     from tltk.export.calibration_cache import write_calibration_cache
+    from tltk.export.cpu_int8 import quantize_for_cpu
     from tltk.export.onnx_export import export_keras_to_onnx, load_onnx_bytes
     from tltk.export.qat_export import has_layer_keys, qat_export_inputs, resolve_qat_ranges
     from tltk.export.qdq import quantize_onnx_model
@@ -208,11 +226,18 @@ def export_model(
     save_onnx(quantized, qdq_path)
     report["qdq_onnx"] = qdq_path
     report["qdq"] = summary.as_dict()
+    cpu_path = os.fspath(cpu_int8_output_path) if cpu_int8_output_path \
+        else default_cpu_int8_path(onnx_report.output_path)
+    cpu_model, cpu_summary = quantize_for_cpu(onnx.load_from_string(fp32_bytes), ranges)
+    save_onnx(cpu_model, cpu_path)
+    report["cpu_int8_onnx"] = cpu_path
+    report["cpu_int8"] = cpu_summary.as_dict()
     if cal_json_file:
         ranges.to_tensor_scales_json(cal_json_file)
         report["cal_json_file"] = os.fspath(cal_json_file)
-    log.info("INT8: %d ranges (%s) -> cache %s (%s) and Q/DQ model %s", len(ranges),
-             report["calibration"]["source"], cache, header.line, qdq_path)
+    log.info("INT8: %d ranges (%s) -> cache %s (%s), Q/DQ model %s (TensorRT), CPU INT8 model %s "
+             "(ONNX Runtime CPU)", len(ranges), report["calibration"]["source"], cache, header.line, qdq_path,
+             cpu_path)
     return report
 
 
@@ -408,6 +433,7 @@ __all__ = [
     "calibration_batches_from_images",
     "calibration_batches_from_tensorfile",
     "default_cache_path",
+    "default_cpu_int8_path",
     "default_qdq_path",
     "export_model",
     "list_calibration_images",

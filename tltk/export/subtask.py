@@ -122,12 +122,13 @@ def unfinished_marker(output: str) -> str:
 
 def _planned_outputs(opts: ExportOptions, output: str) -> list[str]:
     """Every file this export may write."""
-    from tltk.export.pipeline import default_cache_path, default_qdq_path
+    from tltk.export.pipeline import default_cache_path, default_cpu_int8_path, default_qdq_path
 
     folder = os.path.dirname(os.path.abspath(output))
     paths = [output]
     if opts.data_type == "int8":
-        paths += [opts.cal_cache_file or default_cache_path(output), default_qdq_path(output)]
+        paths += [opts.cal_cache_file or default_cache_path(output), default_qdq_path(output),
+                  default_cpu_int8_path(output)]
         if opts.cal_json_file:
             paths.append(opts.cal_json_file)
         if opts.cal_data_file and opts.cal_image_dir:
@@ -179,7 +180,7 @@ def _export(task: Task, network: Any, metadata: Mapping[str, Any], opts: ExportO
                               static_batch_size=max(opts.static_batch_size, 1), overwrite=True)
     report["output"] = output
     class_names = [str(n) for n in (metadata.get("class_names") or task.class_names)]
-    for path in (output, report.get("qdq_onnx")):
+    for path in (output, report.get("qdq_onnx"), report.get("cpu_int8_onnx")):
         if path and str(path).lower().endswith(".onnx") and class_names:
             _record_class_names(str(path), class_names)
     if opts.engine_file:

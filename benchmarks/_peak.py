@@ -1,0 +1,147 @@
+"""The machine's real limit, measured in the same run as the benchmark that quotes it.
+
+Every inference benchmark reports each backend's achieved rate as a fraction of this machine's
+dense peak.  The peak is not a datasheet number and not one library's GEMM: it is the **best of
+several large square GEMMs timed now**, so a backend can never beat its yardstick because the
+yardstick was slow (the old NumPy-only yardstick put ONNX Runtime at 113%).
+
+* float32 peak: NumPy ``a @ b``, ONNX Runtime ``MatMul`` and TensorFlow ``tf.linalg.matmul`` at
+  ``n = 2048`` and ``4096`` (2 n^3 FLOP each), best of ``repeats`` runs per candidate;
+* INT8 peak: ONNX Runtime ``MatMulInteger`` (uint8 x int8 -> int32, the U8S8 kernels that
+  ``QLinearConv``/``QLinearMatMul`` use) at the same sizes (2 n^3 OP).
+
+:func:`measure_peaks` returns both with every candidate's rate, :func:`peak_lines` formats them,
+and :func:`fraction` turns an achieved rate into a percentage (flagged with ``!`` above 100%,
+which would mean the yardstick is wrong, not that the backend is fast).  Benchmarks measure the
+peaks before and after their timings and keep the better (:func:`merge`), so a busy moment does
+not lower the yardstick.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: GEMM sizes tried (square, n x n times n x n).
+SIZES = (2048, 4096)
+
+
+@dataclass
+class Peaks:
+    """Best measured dense rates in GFLOP/s (float32) and GOP/s (INT8), with every candidate's rate."""
+
+    float32: float = 0.0
+    int8: float = 0.0
+    candidates: dict[str, float] = field(default_factory=dict)
+
+    def best_float32_source(self) -> str:
+        """Name of the float32 candidate that set the peak."""
+        return max((k for k in self.candidates if not k.startswith("int8")), key=self.candidates.__getitem__)
+
+
+def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up (allocations, kernel selection)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _ort_session(op: str, a_type: int, b_type: int, out_type: int, n: int):  # noqa: ANN202 - ort session
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node(op, ["a", "b"], ["c"])], f"peak_{op}",
+        [helper.make_tensor_value_info("a", a_type, [n, n]), helper.make_tensor_value_info("b", b_type, [n, n])],
+        [helper.make_tensor_value_info("c", out_type, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]), TensorProto
+
+
+def measure_peaks(sizes: Sequence[int] = SIZES, repeats: int = 3, tensorflow: bool = True) -> Peaks:
+    """Time every candidate GEMM now and keep the best float32 and INT8 rates.
+
+    Args:
+        sizes: square GEMM sizes.
+        repeats: timed runs per candidate (the fastest counts: a peak is a best case).
+        tensorflow: include TensorFlow's matmul (imports TensorFlow).
+
+    Returns:
+        The :class:`Peaks`; ``candidates`` maps ``"<library> <n>"`` to its rate.
+    """
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(0)
+    peaks = Peaks()
+    for n in sizes:
+        flop = 2.0 * n ** 3
+        a = rng.random((n, n), dtype=np.float32)
+        b = rng.random((n, n), dtype=np.float32)
+        peaks.candidates[f"NumPy matmul {n}"] = flop / _best_seconds(lambda a=a, b=b: a @ b, repeats) / 1e9
+        session, _ = _ort_session("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, n)
+        feeds = {"a": a, "b": b}
+        peaks.candidates[f"ONNX Runtime MatMul {n}"] = flop / _best_seconds(lambda s=session, f=feeds: s.run(None, f),
+                                                                           repeats) / 1e9
+        if tensorflow:
+            import tensorflow as tf
+
+            ta, tb = tf.constant(a), tf.constant(b)
+            peaks.candidates[f"TensorFlow matmul {n}"] = flop / _best_seconds(
+                lambda ta=ta, tb=tb: tf.linalg.matmul(ta, tb).numpy(), repeats) / 1e9
+        qa = rng.integers(0, 256, (n, n), dtype=np.uint8)
+        qb = rng.integers(-128, 128, (n, n), dtype=np.int8)
+        session, _ = _ort_session("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, n)
+        qfeeds = {"a": qa, "b": qb}
+        peaks.candidates[f"int8 ONNX Runtime MatMulInteger {n}"] = flop / _best_seconds(
+            lambda s=session, f=qfeeds: s.run(None, f), repeats) / 1e9
+    peaks.float32 = max(v for k, v in peaks.candidates.items() if not k.startswith("int8"))
+    peaks.int8 = max(v for k, v in peaks.candidates.items() if k.startswith("int8"))
+    return peaks
+
+
+def fraction(rate: float, peak: float) -> str:
+    """``rate`` as a percentage of ``peak``, e.g. ``"41.3%"``.
+
+    A value above 100% means the peak measured in this run is not the machine's limit (a busy
+    machine slowed the GEMMs); it is printed with ``!`` so it is never mistaken for a result.
+    """
+    percent = 100.0 * rate / peak
+    return f"{percent:.1f}%" if percent <= 100.0 else f"{percent:.0f}%!"
+
+
+def merge(first: Peaks, second: Peaks) -> Peaks:
+    """The better of two peak measurements (taken before and after the timings), candidate by candidate."""
+    merged = Peaks(candidates={k: max(first.candidates.get(k, 0.0), second.candidates.get(k, 0.0))
+                               for k in {**first.candidates, **second.candidates}})
+    merged.float32 = max(v for k, v in merged.candidates.items() if not k.startswith("int8"))
+    merged.int8 = max(v for k, v in merged.candidates.items() if k.startswith("int8"))
+    return merged
+
+
+def load_average() -> str:
+    """``uptime``'s load averages (1, 5, 15 min) and the CPU count, for every table."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def peak_lines(peaks: Peaks) -> list[str]:
+    """Human-readable lines: every candidate, then the two peaks."""
+    lines = [f"  {name:<36}{rate:>9.1f} {'GOP/s' if name.startswith('int8') else 'GFLOP/s'}"
+             for name, rate in peaks.candidates.items()]
+    lines.append(f"  float32 peak {peaks.float32:.1f} GFLOP/s ({peaks.best_float32_source()}); "
+                 f"INT8 peak {peaks.int8:.1f} GOP/s ({peaks.int8 / peaks.float32:.2f}x float32)")
+    return lines
+
+
+__all__ = ["SIZES", "Peaks", "fraction", "load_average", "measure_peaks", "merge", "peak_lines"]

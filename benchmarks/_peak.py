@@ -129,6 +129,44 @@ def merge(first: Peaks, second: Peaks) -> Peaks:
     return merged
 
 
+def onnx_conv_flops(model_path: str, input_shape: Sequence[int]) -> float:
+    """FLOPs (2 x multiply-adds) of the Conv / ConvTranspose / Gemm / MatMul nodes of an ONNX model.
+
+    Args:
+        model_path: the model (float32; shapes are inferred with the input fixed to ``input_shape``).
+        input_shape: the full input shape, batch included.
+
+    Returns:
+        FLOPs for one run at that shape (nodes whose shapes cannot be inferred count 0).
+    """
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(model_path)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, input_shape, strict=True):
+        dim.Clear()
+        dim.dim_value = int(value)
+    model = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
+    shapes.update({i.name: list(i.dims) for i in model.graph.initializer})
+    total = 0.0
+    for node in model.graph.node:
+        out, w = shapes.get(node.output[0]), shapes.get(node.input[1]) if len(node.input) > 1 else None
+        if not out or not w or 0 in out or 0 in w:
+            continue
+        if node.op_type == "Conv":
+            total += 2.0 * float(np.prod(out)) * float(np.prod(w[1:]))
+        elif node.op_type == "ConvTranspose":
+            x = shapes.get(node.input[0])
+            total += 2.0 * float(np.prod(x)) * float(np.prod(w[1:])) if x and 0 not in x else 0.0
+        elif node.op_type in ("Gemm", "MatMul"):
+            x = shapes.get(node.input[0])
+            total += 2.0 * float(np.prod(out)) * float(x[-1]) if x and 0 not in x else 0.0
+    return total
+
+
 def load_average() -> str:
     """``uptime``'s load averages (1, 5, 15 min) and the CPU count, for every table."""
     one, five, fifteen = os.getloadavg()
@@ -144,4 +182,4 @@ def peak_lines(peaks: Peaks) -> list[str]:
     return lines
 
 
-__all__ = ["SIZES", "Peaks", "fraction", "load_average", "measure_peaks", "merge", "peak_lines"]
+__all__ = ["SIZES", "Peaks", "fraction", "load_average", "measure_peaks", "merge", "onnx_conv_flops", "peak_lines"]

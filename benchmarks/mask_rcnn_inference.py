@@ -12,8 +12,10 @@ tltk's models are built by :func:`tltk.mask_rcnn.model.build_mask_rcnn` with ran
 
 * ``Keras (TensorFlow)``: the inference network through the Task's Keras predictor;
 * ``ONNX Runtime FP32``: the exported ONNX model (constant-folded, what TensorRT parses);
-* ``ONNX Runtime INT8 (Q/DQ)``: the Q/DQ twin from an entropy calibration on 4 synthetic images
-  (ONNX Runtime's CPU provider is not the target of the Q/DQ model, TensorRT is);
+* ``ONNX Runtime INT8 Q/DQ (TensorRT placement)``: ``<model>_int8_qdq.onnx`` from an entropy
+  calibration on 4 synthetic images (the INT8 file before issue 19; TensorRT is its target);
+* ``ONNX Runtime INT8 CPU``: ``<model>_int8_cpu.onnx`` (:mod:`tltk.export.cpu_int8`) from the same
+  ranges, placed for ONNX Runtime's integer kernels;
 * ``TF Model Garden``: ``official.vision``'s Mask R-CNN with the same backbone depth, input size,
   class count, FPN levels, anchors, box head (2 fully connected layers) and proposal/detection
   counts, run through its serving module (which includes its resize and normalisation).  It
@@ -21,9 +23,20 @@ tltk's models are built by :func:`tltk.mask_rcnn.model.build_mask_rcnn` with ran
   created and filled with ``pip install tf-models-official`` on first use; when that fails the
   column says why (for instance no network) and no number is shown.
 
-Columns: ``b1 ms`` median latency of one image; ``b4 img/s`` throughput at batch 4 (median);
-``vs Keras`` batch-1 latency ratio against Keras (< 1: faster); ``vs peer`` batch-1 latency ratio
-against Model Garden (goal for ONNX Runtime FP32: at most 0.5).
+Columns: ``b1 ms`` median latency of one image and its spread (min-max); ``b4 img/s`` throughput
+at batch 4 (median); ``vs Keras`` batch-1 latency ratio against Keras (< 1: faster); ``vs FP32``
+against ONNX Runtime FP32; ``vs peer`` against Model Garden (goal for ONNX Runtime FP32: at most
+0.5).  All backends are timed **interleaved** (each round times every one), so a busy moment on a
+shared machine hits all of them.
+
+A second table times the **trunk** alone (backbone, FPN and RPN heads: the ONNX graph from the
+input up to the tensors post-processing reads, cut with ``onnx.utils.extract_model``), FP32 and
+both INT8 placements of it with the same ranges (post-processing is float in every file, so the
+trunk is where INT8 can pay; goal for the CPU INT8 trunk: <= 0.6x FP32).  Its ``G(FL)OP/s`` is the
+trunk's Conv/Gemm work at batch 4 per second, and ``% peak`` that rate against the machine's
+measured dense peak (float32 rows against the float32 peak, INT8 rows against the INT8 peak;
+:mod:`benchmarks._peak`, measured before and after the timings).  A before/after table
+(Q/DQ file -> CPU INT8 file) closes each model.
 
 ``--threads N`` gives every framework N CPU threads (TensorFlow's intra- and inter-op pools, ONNX
 Runtime's intra-op pool, the peer's TensorFlow); 0 keeps each one's default.  On a machine shared
@@ -51,7 +64,10 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from _peak import fraction, load_average, measure_peaks, merge, onnx_conv_flops, peak_lines  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = {"resnet50": REPO / "specs" / "mask_rcnn" / "default_train.txt",
@@ -111,13 +127,50 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def measure(run: Callable[[np.ndarray], object], x1: np.ndarray, x4: np.ndarray, runs: int) -> tuple[float, float]:
-    """(median batch-1 latency in ms, median batch-4 throughput in images/s)."""
-    run(x1)
-    run(x4)
-    latency = statistics.median(_timed(lambda: run(x1)) for _ in range(runs)) * 1e3
-    throughput = x4.shape[0] / statistics.median(_timed(lambda: run(x4)) for _ in range(runs))
-    return latency, throughput
+def measure_interleaved(runs: dict[str, Callable[[np.ndarray], object]], x1: np.ndarray, xb: np.ndarray,
+                        rounds: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Batch-1 latencies (s) and batch-``len(xb)`` times (s) per backend, timed round-robin (one warm-up each)."""
+    for run in runs.values():
+        run(x1)
+        run(xb)
+    times: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label in runs}
+    for _ in range(rounds):
+        for label, run in runs.items():
+            times[label][0].append(_timed(lambda run=run: run(x1)))
+        for label, run in runs.items():
+            times[label][1].append(_timed(lambda run=run: run(xb)))
+    return times
+
+
+def trunk_outputs(model: Any) -> list[str]:
+    """The tensors where MaskRCNN's convolutional trunk (backbone, FPN, RPN heads) hands over to post-processing.
+
+    A node belongs to the trunk when every data input comes from the graph input or the trunk and
+    it is a Conv/Gemm/MatMul or a feature-map operator of the calibration's ``"network"`` region;
+    the trunk's outputs are its tensors read by any other node (or by a graph output).
+    """
+    from tltk.export.calibration import NETWORK_OPS, QUANTIZABLE_OPS
+
+    graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            constants.update(node.output)
+    trunk = {graph.input[0].name}
+    members: list[Any] = []
+    for node in graph.node:
+        data = [t for t in node.input if t and t not in constants]
+        if data and all(t in trunk for t in data) and node.op_type in (set(NETWORK_OPS) | set(QUANTIZABLE_OPS)):
+            trunk.update(node.output)
+            members.append(node)
+    member_ids = {id(n) for n in members}
+    outputs: list[str] = []
+    for node in graph.node:
+        if id(node) in member_ids:
+            continue
+        outputs += [t for t in node.input if t in trunk and t != graph.input[0].name and t not in outputs]
+    outputs += [o.name for o in graph.output if o.name in trunk and o.name not in outputs]
+    return outputs
 
 
 def synthetic_images(task: Any, n: int, seed: int) -> np.ndarray:
@@ -225,12 +278,14 @@ def run_peer(python: Path, task: Any, runs: int, threads: int) -> tuple[dict[str
 
 def _export_worker(model_path: str, folder: str, threads: int) -> None:
     """In a child process (tf2onnx's conversion of a ResNet-50 at 832x1344 peaks near 7 GB, freed when
-    the child ends): FP32 ONNX with the parity check, calibration, Q/DQ model; writes report.json."""
+    the child ends): FP32 ONNX with the parity check, calibration, both INT8 files, and the trunk of
+    each (FP32, Q/DQ, CPU INT8 from the same ranges); writes report.json."""
     os.environ.update(thread_env(threads))
     import onnx
 
     import tltk.mask_rcnn.model  # noqa: F401 - registers the layers
     from tltk.export.calibration import activation_tensor_names, calibrate_onnx
+    from tltk.export.cpu_int8 import optimized_node_counts, write_cpu_int8_onnx
     from tltk.export.onnx_export import export_keras_to_onnx
     from tltk.export.qdq import write_qdq_onnx
     from tltk.mask_rcnn.model import INPUT_NAME, ONNX_OUTPUT_NAMES
@@ -243,8 +298,55 @@ def _export_worker(model_path: str, folder: str, threads: int) -> None:
     tensors = activation_tensor_names(onnx.load(fp32), "network")
     calibration = [data["calibration"][i:i + 2] for i in range(0, len(data["calibration"]), 2)]
     ranges = calibrate_onnx(fp32, calibration, tensor_names=tensors, images_per_run=1)
-    write_qdq_onnx(fp32, ranges, os.path.join(folder, "int8.onnx"))
-    Path(folder, "report.json").write_text(json.dumps({"parity": report.parity_max_abs_diff}))
+    write_qdq_onnx(fp32, ranges, os.path.join(folder, "model_int8_qdq.onnx"))
+    write_cpu_int8_onnx(fp32, ranges, os.path.join(folder, "model_int8_cpu.onnx"))
+    outputs = trunk_outputs(onnx.load(fp32))
+    trunk = os.path.join(folder, "trunk.onnx")
+    onnx.utils.extract_model(fp32, trunk, [INPUT_NAME], outputs)
+    write_qdq_onnx(trunk, ranges, os.path.join(folder, "trunk_int8_qdq.onnx"))
+    write_cpu_int8_onnx(trunk, ranges, os.path.join(folder, "trunk_int8_cpu.onnx"))
+    counts = {name: optimized_node_counts(os.path.join(folder, name))
+              for name in ("model_int8_qdq.onnx", "model_int8_cpu.onnx", "trunk_int8_qdq.onnx",
+                           "trunk_int8_cpu.onnx")}
+    Path(folder, "report.json").write_text(json.dumps({"parity": report.parity_max_abs_diff, "counts": counts,
+                                                       "trunk_outputs": len(outputs)}))
+
+
+def _print_table(title: str, times: dict[str, tuple[list[float], list[float]]], batch: int,
+                 flops: float | None, peaks: Any, counts: dict[str, dict[str, int]], errors: dict[str, float],
+                 peer_ms: float | None = None) -> dict[str, tuple[float, float]]:
+    """One table of medians, spreads and ratios; returns label -> (b1 ms, img/s)."""
+    stats = {label: (statistics.median(b1) * 1e3, batch / statistics.median(bb)) for label, (b1, bb) in times.items()}
+    keras_ms = stats.get("Keras (TensorFlow)", (None, None))[0]
+    fp32_ms = next(v[0] for k, v in stats.items() if k.endswith("FP32"))
+    print(title)
+    header = (f"{'backend':<34}{'b1 ms':>9}{'spread':>13}{f'b{batch} img/s':>10}{'G(FL)OP/s':>11}{'% peak':>9}"
+              f"{'vs Keras':>9}{'vs FP32':>9}{'vs peer':>9}{'int convs':>11}{'max |diff|':>11}")
+    print(header)
+    print("-" * len(header))
+    for label, (b1, _) in times.items():
+        latency, throughput = stats[label]
+        spread = f"{min(b1) * 1e3:.0f}-{max(b1) * 1e3:.0f}"
+        rate = f"{flops * throughput / batch / 1e9:.1f}" if flops else "-"
+        peak = peaks.int8 if "INT8" in label else peaks.float32
+        share = fraction(flops * throughput / batch / 1e9, peak) if flops else "-"
+        vs_keras = f"{latency / keras_ms:.2f}x" if keras_ms else "-"
+        vs_peer = f"{latency / peer_ms:.2f}x" if peer_ms else "n/a"
+        count = counts.get(label)
+        convs = f"{count.get('QLinearConv', 0)}/{count.get('QLinearConv', 0) + count.get('Conv', 0) + count.get('FusedConv', 0)}" \
+            if count else "-"
+        diff = f"{errors[label]:.3g}" if label in errors else "-"
+        print(f"{label:<34}{latency:>9.1f}{spread:>13}{throughput:>10.2f}{rate:>11}{share:>9}{vs_keras:>9}"
+              f"{latency / fp32_ms:>8.2f}x{vs_peer:>9}{convs:>11}{diff:>11}")
+    return stats
+
+
+def _before_after(title: str, before: tuple[float, float], after: tuple[float, float], fp32_ms: float) -> None:
+    print(f"{title} (before: Q/DQ, TensorRT placement; after: CPU INT8)")
+    print(f"{'':<20}{'before':>10}{'after':>10}{'after/before':>14}")
+    print(f"{'b1 ms':<20}{before[0]:>10.1f}{after[0]:>10.1f}{after[0] / before[0]:>13.2f}x")
+    print(f"{'b1 vs ORT FP32':<20}{before[0] / fp32_ms:>9.2f}x{after[0] / fp32_ms:>9.2f}x")
+    print(f"{'b4 img/s':<20}{before[1]:>10.2f}{after[1]:>10.2f}{after[1] / before[1]:>13.2f}x")
 
 
 def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | None, str], threads: int) -> None:
@@ -256,7 +358,12 @@ def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | 
     task, network, description = load_case(name, model_file)
     x1 = synthetic_images(task, 1, 1)
     x4 = synthetic_images(task, 4, 2)
-    rows: list[tuple[str, float | None, float | None, str]] = []
+    load_before = load_average()
+    peaks_before = measure_peaks()
+    labels = {"model.onnx": "ONNX Runtime FP32", "model_int8_qdq.onnx": "ORT INT8 Q/DQ (TensorRT placement)",
+              "model_int8_cpu.onnx": "ORT INT8 CPU"}
+    trunk_labels = {"trunk.onnx": "trunk ORT FP32", "trunk_int8_qdq.onnx": "trunk INT8 Q/DQ (TensorRT placement)",
+                    "trunk_int8_cpu.onnx": "trunk INT8 CPU"}
     with tempfile.TemporaryDirectory(prefix="tltk-bench-") as tmp:
         model_path = os.path.join(tmp, "model.tlt")
         save_keras_model(model_path, network, {"model_kind": "mask_rcnn"})
@@ -266,42 +373,72 @@ def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | 
         child.join()
         if child.exitcode != 0:
             raise SystemExit(f"the ONNX export of the {name} model failed (exit code {child.exitcode})")
-        parity = json.loads(Path(tmp, "report.json").read_text())["parity"]
-        rows.append(("Keras (TensorFlow)", *measure(task.keras_predictor(network), x1, x4, runs), ""))
-        for label, file in (("ONNX Runtime FP32", "model.onnx"), ("ONNX Runtime INT8 (Q/DQ)", "int8.onnx")):
-            backend = OnnxRuntimeBackend(os.path.join(tmp, file), providers=["CPUExecutionProvider"],
-                                         intra_op_threads=threads)
-            rows.append((label, *measure(backend.run, x1, x4, runs), ""))
-            backend.close()
+        report = json.loads(Path(tmp, "report.json").read_text())
+        counts = {({**labels, **trunk_labels})[f]: c for f, c in report["counts"].items()}
+        trunk_flops = onnx_conv_flops(os.path.join(tmp, "trunk.onnx"), [x4.shape[0], *x4.shape[1:]])
+        backends = {label: OnnxRuntimeBackend(os.path.join(tmp, file), providers=["CPUExecutionProvider"],
+                                              intra_op_threads=threads) if file.startswith("model") else None
+                    for file, label in labels.items()}
+        timed: dict[str, Callable[[np.ndarray], object]] = {"Keras (TensorFlow)": task.keras_predictor(network)}
+        timed.update({label: b.run for label, b in backends.items() if b is not None})
+        import onnxruntime as ort
+
+        trunk_runs: dict[str, Callable[[np.ndarray], object]] = {}
+        trunk_out: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {}
+        for file, label in trunk_labels.items():
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            if threads:
+                options.intra_op_num_threads = threads
+            session = ort.InferenceSession(os.path.join(tmp, file), options, providers=["CPUExecutionProvider"])
+            input_name = session.get_inputs()[0].name
+            trunk_out[label] = lambda x, s=session, n=input_name: s.run(None, {n: x})
+            trunk_runs[label] = trunk_out[label]
+        reference = backends["ONNX Runtime FP32"].run(x4)
+        errors = {label: float(np.abs(b.run(x4)["mask_fcn_logits/BiasAdd"] - reference["mask_fcn_logits/BiasAdd"])
+                               .max()) for label, b in backends.items() if b is not None}
+        trunk_ref = trunk_out["trunk ORT FP32"](x4)
+        trunk_errors = {label: max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+                                   for a, b in zip(fn(x4), trunk_ref, strict=True))
+                        for label, fn in trunk_out.items()}
+        times = measure_interleaved(timed, x1, x4, runs)
+        trunk_times = measure_interleaved(trunk_runs, x1, x4, runs)
+        for b in backends.values():
+            if b is not None:
+                b.close()
+    peaks = merge(peaks_before, measure_peaks())
+    load_after = load_average()
     python, why = peer
     peer_result: dict[str, float] | None = None
     if python is not None:
         peer_result, why = run_peer(python, task, runs, threads)
-    if peer_result is not None:
-        rows.append(("TF Model Garden Mask R-CNN", peer_result["b1_ms"], peer_result["b4_img_s"], ""))
-    else:
-        rows.append(("TF Model Garden Mask R-CNN", None, None, f"unavailable ({why})"))
 
     print(f"\nMaskRCNN inference [{name}]: {description}")
-    print(f"export parity Keras vs ONNX Runtime max |diff| {parity:.2e}; "
-          f"{os.cpu_count()} CPUs, threads per framework: {threads or 'default'}")
-    header = f"{'backend':<30}{'b1 ms':>10}{'b4 img/s':>10}{'vs Keras':>10}{'vs peer':>10}"
-    print(header)
-    print("-" * len(header))
-    keras_ms = rows[0][1]
+    print(f"export parity Keras vs ONNX Runtime max |diff| {report['parity']:.2e}; {os.cpu_count()} CPUs, threads "
+          f"per framework: {threads or 'default'}; {runs} interleaved rounds; {load_before} (start), "
+          f"{load_after} (end)")
+    print("machine peak (best of each GEMM, measured before and after the timings):")
+    print("\n".join(peak_lines(peaks)))
     peer_ms = peer_result["b1_ms"] if peer_result else None
-    for label, latency, throughput, note in rows:
-        if latency is None or throughput is None:
-            print(f"{label:<30}{note}")
-            continue
-        vs_keras = f"{latency / keras_ms:.2f}x" if keras_ms else "-"
-        vs_peer = f"{latency / peer_ms:.2f}x" if peer_ms else "n/a"
-        print(f"{label:<30}{latency:>10.1f}{throughput:>10.2f}{vs_keras:>10}{vs_peer:>10}")
+    stats = _print_table("whole model (max |diff|: mask logits vs FP32)", times, x4.shape[0], None, peaks, counts,
+                         errors, peer_ms)
+    if peer_result is None:
+        print(f"{'TF Model Garden Mask R-CNN':<34}unavailable ({why})")
+    else:
+        print(f"{'TF Model Garden Mask R-CNN':<34}{peer_result['b1_ms']:>9.1f}{'':>13}{peer_result['b4_img_s']:>10.2f}")
+    print(f"\ntrunk: input -> {report['trunk_outputs']} tensors read by post-processing; "
+          f"{trunk_flops / x4.shape[0] / 1e9:.2f} GFLOP per image (max |diff|: relative to each output's max)")
+    trunk_stats = _print_table("", trunk_times, x4.shape[0], trunk_flops, peaks, counts, trunk_errors)
+    print()
+    _before_after("before/after, whole model", stats[labels["model_int8_qdq.onnx"]],
+                  stats[labels["model_int8_cpu.onnx"]], stats["ONNX Runtime FP32"][0])
+    _before_after("before/after, trunk", trunk_stats[trunk_labels["trunk_int8_qdq.onnx"]],
+                  trunk_stats[trunk_labels["trunk_int8_cpu.onnx"]], trunk_stats["trunk ORT FP32"][0])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="timed runs per measurement (median)")
+    parser.add_argument("--runs", type=int, default=5, help="timed rounds (median and spread)")
     parser.add_argument("--models", default="resnet50,quickstart", help="comma-separated: resnet50, quickstart")
     parser.add_argument("--quickstart_model", default=None, help="a trained quickstart .tlt to time instead")
     parser.add_argument("--peer_venv", default=str(DEFAULT_PEER_VENV),

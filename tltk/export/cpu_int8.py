@@ -150,7 +150,7 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges) -> tuple[
 
     # 1. which nodes run on integers
     weighted: dict[int, tuple[list[int], int]] = {}  # id(node) -> (activation slots, weight slot)
-    data_nodes: list[onnx.NodeProto] = []
+    data_nodes: set[int] = set()  # id(node)
     for node in graph.node:
         label = node.name or f"{node.op_type}:{node.output[0]}"
         if node.op_type in WEIGHTED_OPS:
@@ -163,7 +163,7 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges) -> tuple[
             data = [t for t in (node.input[:1] if node.op_type == "Resize" else node.input)
                     if t and t not in initializers]
             if data and all(usable(t) for t in data) and usable(node.output[0]):
-                data_nodes.append(node)
+                data_nodes.add(id(node))
                 summary.data_nodes.append(label)
     if not weighted:
         raise UsageError("no Conv/Gemm/MatMul node could be quantized for CPU",
@@ -175,7 +175,7 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges) -> tuple[
         if id(node) in weighted:
             acts = [node.input[s] for s in weighted[id(node)][0]]
             outs = [node.output[0]] if usable(node.output[0]) else []
-        elif node in data_nodes:
+        elif id(node) in data_nodes:
             acts = [t for t in (node.input[:1] if node.op_type == "Resize" else node.input)
                     if t and t not in initializers]
             outs = [node.output[0]]

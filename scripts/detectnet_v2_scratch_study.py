@@ -238,15 +238,33 @@ def cmd_bn(args: argparse.Namespace) -> None:
     _record(row)
 
 
+def _find(data: Any, key: str) -> Any:
+    """The first value under ``key`` anywhere in a JSON document (None when absent)."""
+    if isinstance(data, dict):
+        if key in data:
+            return data[key]
+        data = list(data.values())
+    if isinstance(data, list):
+        for item in data:
+            found = _find(item, key)
+            if found is not None:
+                return found
+    return None
+
+
 def cmd_shift(args: argparse.Namespace) -> None:
     results = {}
     for name in DATASETS:
         spec = _spec_for(args.spec, name)
-        out = subprocess.run(TLTK + ["detectnet_v2", "evaluate", "-e", spec, "-m", args.model, "--json"],
+        out = subprocess.run(TLTK + ["detectnet_v2", "evaluate", "-e", spec, "-m", args.model, "-r",
+                                     f"results/shift_{name}", "--json"],
                              capture_output=True, text=True, check=True).stdout
-        metrics = json.loads(out)
-        results[name] = metrics
-        print(f"{name:8s} {json.dumps(metrics)[:200]}")
+        document = json.loads(out.strip().splitlines()[-1])
+        ap = _find(document, "AP") or {}
+        results[name] = {"mAP": 100.0 * _find(document, "mAP"), "AP": {k: round(100.0 * v, 1) for k, v in ap.items()},
+                         "images": _find(document, "num_images")}
+        print(f"{name:8s} mAP {results[name]['mAP']:.1f}%  {results[name]['AP']}  "
+              f"({results[name]['images']} images; vs kitti {results[name]['mAP'] - results['kitti']['mAP']:+.1f})")
     _record({"kind": "shift", "spec": args.spec, "model": args.model, "results": results})
 
 

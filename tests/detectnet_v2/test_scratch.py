@@ -135,3 +135,25 @@ def test_validate_spec_and_train_print_the_warning(repo_root, tmp_path, monkeypa
     trained = CliRunner().invoke(cli, ["detectnet_v2", "train", "-e", spec, "-r", str(tmp_path / "r"), *override])
     assert trained.exit_code == 2
     assert "cost_function_config.autoweighting_warmup_steps: the spec trains from scratch" in trained.output
+
+
+def test_training_recalibrates_only_before_validation_checkpoints_and_the_end(detectnet_v2_toy):
+    from tltk.detectnet_v2.task import DetectNetV2Task
+    from tltk.models import load_spec
+
+    overrides = ["model_config.num_layers=10", "model_config.use_batch_norm=true", "training_config.num_epochs=6",
+                 "training_config.checkpoint_interval=4", "evaluation_config.first_validation_epoch=3",
+                 "evaluation_config.validation_period_during_training=10",
+                 "training_config.batch_norm_recalibration_images=5"]
+    task = DetectNetV2Task(load_spec(detectnet_v2_toy["experiment"], model="detectnet_v2", kind="experiment",
+                                     overrides=overrides))
+    plan = task.training_plan(1)
+    assert plan.validate_after == frozenset({3, 6}) and plan.checkpoint_every == 4
+    network = task.build_network()
+    bn = network.get_layer("bn_conv1")
+    used = {}
+    for epoch in range(1, 7):
+        bn.moving_mean.assign(np.zeros(bn.moving_mean.shape, np.float32))
+        used[epoch] = (task.recalibrate_batch_norm(epoch), bool(np.any(bn.moving_mean.numpy())))
+    # after validation (3), a checkpoint (4) and the last epoch (6): ceil(5 images / batch 3) = 2 batches
+    assert used == {1: (0, False), 2: (0, False), 3: (2, True), 4: (2, True), 5: (0, False), 6: (2, True)}

@@ -157,3 +157,9 @@ def test_training_recalibrates_only_before_validation_checkpoints_and_the_end(de
         used[epoch] = (task.recalibrate_batch_norm(epoch), bool(np.any(bn.moving_mean.numpy())))
     # after validation (3), a checkpoint (4) and the last epoch (6): ceil(5 images / batch 3) = 2 batches
     assert used == {1: (0, False), 2: (0, False), 3: (2, True), 4: (2, True), 5: (0, False), 6: (2, True)}
+    # a quantization-aware network keeps its statistics (and its fake-quantization ranges)
+    qat = DetectNetV2Task(load_spec(detectnet_v2_toy["experiment"], model="detectnet_v2", kind="experiment",
+                                    overrides=[*overrides, "training_config.enable_qat=true"]))
+    qat.training_plan(1)
+    qat.build_network()
+    assert qat.recalibrate_batch_norm(6) == 0

@@ -284,14 +284,15 @@ class DetectNetV2Task:
         Runs after epoch ``epochs_done`` (1-based) when validation, a checkpoint or the final
         model follows it (the plan's rule), on the first ``ceil(images / batch_size_per_gpu)``
         batches of the training split without augmentation, in file order, so a resumed run
-        gets the same statistics.
+        gets the same statistics.  Quantization-aware networks are left alone: a training-mode
+        pass would also move their fake-quantization ranges.
 
         Returns:
             The number of batches used (0 when nothing was done).
         """
         images = int(self.training_config.batch_norm_recalibration_images)
         plan = self._plan
-        if images == 0 or self.network is None or plan is None:
+        if images == 0 or self.network is None or plan is None or is_quantized(self.network):
             return 0
         if not (epochs_done in plan.validate_after or epochs_done % plan.checkpoint_every == 0
                 or epochs_done == plan.num_cycles):

@@ -7,10 +7,12 @@ placement none is, so every Conv stays a float Conv whose weights are dequantize
 (measured in ``docs/export.md``).  This module writes the placement ONNX Runtime's QDQ fusions
 want, from the same :class:`~tltk.export.calibration_cache.ActivationRanges`:
 
-* every ranged activation tensor that is an input or output of a quantized node gets a
-  ``QuantizeLinear -> DequantizeLinear`` pair, except graph outputs (they stay float32) and a
-  Conv/Gemm output whose only consumers are ``Relu`` (the Relu's output carries the pair, and
-  ONNX Runtime folds the Relu into the quantization);
+* every ranged activation tensor that is an input of a quantized node, or an output of one that
+  another quantized node reads (directly or through a ``Relu``), gets a
+  ``QuantizeLinear -> DequantizeLinear`` pair; graph outputs and the outputs of the last layers
+  (read only by float operators: detection heads, post-processing) stay float32, and a
+  Conv/Gemm output whose only consumer is a ``Relu`` has no pair of its own (the Relu's output
+  carries it, and ONNX Runtime folds the Relu into the quantization);
 * quantized nodes: Conv/Gemm/MatMul with a constant weight (:data:`WEIGHTED_OPS`) and the data
   operators of :data:`DATA_OPS` (``Add`` becomes ``QLinearAdd``; pooling, ``Concat`` and
   ``Resize`` run on integers);
@@ -170,11 +172,22 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges) -> tuple[
                          hint="the range table must use the ONNX tensor names of this model")
 
     # 2. which tensors get a Q/DQ pair
+    quantized_ids = set(weighted) | data_nodes
+
+    def feeds_quantized(tensor: str) -> bool:
+        for user in consumers.get(tensor, []):
+            if id(user) in quantized_ids:
+                return True
+            if user.op_type == "Relu" and any(id(u) in quantized_ids for u in consumers.get(user.output[0], [])):
+                return True
+        return False
+
     wanted: list[str] = []
     for node in graph.node:
         if id(node) in weighted:
             acts = [node.input[s] for s in weighted[id(node)][0]]
-            outs = [node.output[0]] if usable(node.output[0]) else []
+            # an output read by float operators only (heads, post-processing) stays float32
+            outs = [node.output[0]] if usable(node.output[0]) and feeds_quantized(node.output[0]) else []
         elif id(node) in data_nodes:
             acts = [t for t in (node.input[:1] if node.op_type == "Resize" else node.input)
                     if t and t not in initializers]

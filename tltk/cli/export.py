@@ -76,7 +76,9 @@ def make_export_command(model_name: str) -> click.Command:
         if parity is not None:
             summary += f"; Keras vs ONNX Runtime max |diff| {parity:.2e}"
         if report.get("qdq_onnx"):
-            summary += f"; Q/DQ model {report['qdq_onnx']}; cache {report.get('cal_cache_file')}"
+            summary += f"; Q/DQ model {report['qdq_onnx']} (TensorRT); cache {report.get('cal_cache_file')}"
+        if report.get("cpu_int8_onnx"):
+            summary += f"; CPU INT8 model {report['cpu_int8_onnx']} (ONNX Runtime)"
         if report.get("deepstream"):
             summary += f"; DeepStream config {report['deepstream']['config']}"
         return CommandResult(summary, report)

@@ -150,6 +150,10 @@ def _install() -> None:
 
 
 if __name__ == "__main__":
+    # A shell without job control starts background jobs (`make test &`) with SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: Ctrl-C semantics must not depend on how
+    # the suite was launched.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _install()
     from tltk.cli.app import main
 

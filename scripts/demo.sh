@@ -12,17 +12,17 @@
 #
 # Two modes:
 #   default (quick): small images and short trainings that still learn to detect. DetectNet_v2:
-#     160 images of 320x192, a 320x192 network, 16 epochs of 128 images (59.0% validation mAP),
-#     pruning at 0.8 (90% of the parameters kept), 6 epochs of fine-tuning (76.3%; INT8 Q/DQ
-#     76.3%); 460 CPU-seconds in all, so about 4-5 minutes on 2 idle CPU cores. MaskRCNN: 240
-#     images of 448x256, a 320x192 network, 200 steps of 2 images, pruning at 0.95 and 80 steps
-#     of fine-tuning; about 520 CPU-seconds. Both models together: 1,126 CPU-seconds and 24.6
-#     minutes of wall time on a clean clone (venv included) on 2 cores shared with other jobs
-#     (load average 5-6); not yet timed on an idle machine.
+#     160 images of 320x192, a 320x192 network, 16 epochs of 128 images (92.7% validation mAP with
+#     the from-scratch defaults of docs/training.md; 59.0% before them), pruning at 0.8 (52% of the
+#     parameters kept), 6 epochs of fine-tuning (91.5%; INT8 Q/DQ 92.0%); 524 CPU-seconds in all
+#     (611 s of wall time on a shared machine). MaskRCNN: 240 images of 448x256, a 320x192 network, 200 steps of 2 images, pruning at 0.95 and 80 steps
+#     of fine-tuning; about 520 CPU-seconds. Both models together (before DetectNet_v2's
+#     from-scratch defaults, which add ~60 CPU-seconds): 1,126 CPU-seconds and 24.6 minutes of wall
+#     time on a clean clone (venv included) on 2 cores shared with other jobs (load average 5-6);
+#     not yet timed on an idle machine.
 #   FULL=1 (`make demo FULL=1`): the quality settings of the shipped specs. DetectNet_v2: 600
-#     images of 960x544, a 480x272 network, the quickstart spec's 16 epochs and the retrain
-#     spec's 12; about 35 minutes on 2 CPU cores, about 85% mAP. MaskRCNN: 600 images of 960x544
-#     and the quickstart and retrain specs as shipped (300 steps each; about 40 minutes each).
+#     images of 960x544, a 480x272 network, the quickstart spec's 8 epochs (96% mAP, 1,332
+#     CPU-seconds) and the retrain spec's 12. MaskRCNN: 600 images of 960x544 and the quickstart and retrain specs as shipped (300 steps each; about 40 minutes each).
 #
 # Usage: scripts/demo.sh [OUTPUT_DIR]   (default demo_run; a run that exists resumes/reuses steps)
 #        DEMO_MODELS="mask_rcnn" scripts/demo.sh   runs one model's part only

@@ -38,7 +38,7 @@ import numpy as np
 
 from tltk.errors import UsageError
 from tltk.export.calibration_cache import ActivationRanges
-from tltk.export.qdq import MIN_QDQ_OPSET, _quantize_weight, _safe, _slots
+from tltk.export.qdq import MIN_QDQ_OPSET, _quantize_weight, _safe, _slots, splice_quantization
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import onnx
@@ -282,24 +282,7 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges) -> tuple[
                 node.input[i] = dequantized[name]
 
     # 5. order: weight DQs, pairs of graph inputs, then each node followed by its outputs' pairs
-    ordered: list[onnx.NodeProto] = list(weight_nodes)
-    for tensor in list(pair_nodes):
-        if tensor in graph_inputs:
-            ordered.extend(pair_nodes.pop(tensor))
-    for node in graph.node:
-        ordered.append(node)
-        for output in node.output:
-            if output in pair_nodes:
-                ordered.extend(pair_nodes.pop(output))
-    if pair_nodes:
-        raise UsageError(f"cannot place Q/DQ for tensors without a producer: {sorted(pair_nodes)}")
-    del graph.node[:]
-    graph.node.extend(ordered)
-    graph.initializer.extend(new_inits)
-    used = {t for n in graph.node for t in n.input}
-    keep = [i for i in graph.initializer if i.name in used or i.name in graph_inputs]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    splice_quantization(graph, weight_nodes, pair_nodes, [t for t in pair_nodes if t in graph_inputs], new_inits)
     out.producer_name = "tltk"
     return out, summary
 

@@ -209,17 +209,34 @@ def quantize_onnx_model(
         node.input[slot] = name
 
     graph_inputs = {i.name for i in graph.input}
-    ordered: list[onnx.NodeProto] = list(weight_nodes)
-    for tensor in act_plan:
-        if tensor in graph_inputs or tensor in initializers:
-            ordered.extend(act_nodes.pop(tensor))
+    first = [t for t in act_plan if t in graph_inputs or t in initializers]
+    splice_quantization(graph, weight_nodes, act_nodes, first, new_inits)
+    out.producer_name = "tltk"
+    return out, summary
+
+
+def splice_quantization(graph: Any, weight_nodes: list[Any], pairs: dict[str, list[Any]], first: list[str],
+                        new_inits: list[Any]) -> None:
+    """Put the Q/DQ nodes into ``graph`` in topological order and drop unused initializers.
+
+    Order: ``weight_nodes``, the pairs of the tensors in ``first`` (graph inputs, initializers),
+    then every node followed by the pairs of its outputs.  ``pairs`` (tensor -> its Q/DQ nodes)
+    is emptied.
+
+    Raises:
+        UsageError: a tensor in ``pairs`` has no producer in the graph.
+    """
+    ordered = list(weight_nodes)
+    for tensor in first:
+        ordered.extend(pairs.pop(tensor))
     for node in graph.node:
         ordered.append(node)
         for output in node.output:
-            if output in act_nodes:
-                ordered.extend(act_nodes.pop(output))
-    if act_nodes:  # produced by nothing we saw (should not happen in a valid graph)
-        raise UsageError(f"cannot place Q/DQ for tensors without a producer: {sorted(act_nodes)}")
+            if output in pairs:
+                ordered.extend(pairs.pop(output))
+    if pairs:  # produced by nothing we saw (should not happen in a valid graph)
+        raise UsageError(f"cannot place Q/DQ for tensors without a producer: {sorted(pairs)}")
+    graph_inputs = {i.name for i in graph.input}
     del graph.node[:]
     graph.node.extend(ordered)
     graph.initializer.extend(new_inits)
@@ -227,8 +244,6 @@ def quantize_onnx_model(
     keep = [i for i in graph.initializer if i.name in used or i.name in graph_inputs]
     del graph.initializer[:]
     graph.initializer.extend(keep)
-    out.producer_name = "tltk"
-    return out, summary
 
 
 def _slots(node: Any, initializers: dict[str, Any]) -> tuple[list[int], int | None, int | None]:

@@ -109,12 +109,12 @@ detectnet_v2_demo() {
     -e "$specs/quickstart_train.txt" "${eval_set[@]}" --data_type int8 --batches 8 --batch_size 8 \
     --cal_cache_file results/export/cal.bin --gen_ds_config --force
 
-  step "DetectNet_v2 8. evaluate the INT8 Q/DQ ONNX model with ONNX Runtime"
-  local qdq=results/export/model_int8_qdq.onnx
-  tltk detectnet_v2 evaluate -e "$specs/quickstart_train.txt" -m "$qdq" -r results/evaluate_int8 \
+  step "DetectNet_v2 8. evaluate the CPU INT8 ONNX model with ONNX Runtime (the Q/DQ twin is for TensorRT)"
+  local int8_cpu=results/export/model_int8_cpu.onnx
+  tltk detectnet_v2 evaluate -e "$specs/quickstart_train.txt" -m "$int8_cpu" -r results/evaluate_int8 \
     "${eval_set[@]}" --json > results/evaluate_int8.json
 
-  step "DetectNet_v2 9. inference with the INT8 Q/DQ model through ONNX Runtime (results/inference)"
+  step "DetectNet_v2 9. inference with the CPU INT8 model through ONNX Runtime (results/inference)"
   local width=${size%x*} height=${size#*x}
   [[ "$FULL" == 1 ]] && width=480 height=272
   cat > results/export/inference_spec.txt <<EOF
@@ -126,7 +126,7 @@ inferencer_config {
   image_height: $height
   image_channels: 3
   batch_size: 8
-  tensorrt_config { etlt_model: "$(pwd)/$qdq" }
+  tensorrt_config { etlt_model: "$(pwd)/$int8_cpu" }
 }
 bbox_handler_config {
   kitti_dump: true
@@ -155,7 +155,7 @@ EOF
   int8=$(json_pct results/evaluate_int8.json mAP)
   offline=$(json_pct results/evaluate_offline.json mAP)
   SUMMARY+=("DetectNet_v2 ($MODE, $(( $(date +%s) - started ))s): validation mAP ${trained}% trained,"
-            "  ${retrained}% pruned + retrained, ${int8}% INT8 Q/DQ ONNX, ${offline}% from inference's KITTI files"
+            "  ${retrained}% pruned + retrained, ${int8}% INT8 (CPU ONNX), ${offline}% from inference's KITTI files"
             "  models: $dir/results/{train/model.tlt,retrain/model_retrained.tlt,export/}")
   cd "$OUT"
 }
@@ -228,12 +228,12 @@ mask_rcnn_demo() {
     "${eval_set[@]}" --data_type int8 --cal_image_dir "$data/images/train" --batches 8 --batch_size 4 \
     --cal_cache_file results/export/cal.bin --gen_ds_config --force
 
-  step "MaskRCNN 8. evaluate the INT8 Q/DQ ONNX model with ONNX Runtime"
-  tltk mask_rcnn evaluate -e "$specs/quickstart_train.txt" -m results/export/model_int8_qdq.onnx \
+  step "MaskRCNN 8. evaluate the CPU INT8 ONNX model with ONNX Runtime (the Q/DQ twin is for TensorRT)"
+  tltk mask_rcnn evaluate -e "$specs/quickstart_train.txt" -m results/export/model_int8_cpu.onnx \
     -r results/evaluate_int8 "${eval_set[@]}" --json > results/evaluate_int8.json
 
   step "MaskRCNN 9. inference with the INT8 model through ONNX Runtime: overlays, COCO labels (results/inference)"
-  tltk mask_rcnn inference -m results/export/model_int8_qdq.onnx -e "$specs/quickstart_train.txt" \
+  tltk mask_rcnn inference -m results/export/model_int8_cpu.onnx -e "$specs/quickstart_train.txt" \
     "${eval_set[@]}" -i "$data/images/val" -o results/inference/images -l results/inference/labels \
     -t 0.05 --include_mask
 
@@ -246,7 +246,7 @@ mask_rcnn_demo() {
     row+=("$(json_pct "results/$f.json" AP50)/$(json_pct "results/$f.json" mask_AP50)")
   done
   SUMMARY+=("MaskRCNN ($MODE, $(( $(date +%s) - started ))s): validation bbox/mask AP50 ${row[0]}% trained,"
-            "  ${row[1]}% pruned + retrained, ${row[2]}% INT8 Q/DQ ONNX, ${row[3]}% from inference's COCO results"
+            "  ${row[1]}% pruned + retrained, ${row[2]}% INT8 (CPU ONNX), ${row[3]}% from inference's COCO results"
             "  models: $dir/results/{train/model.tlt,retrain/model.tlt,export/}")
   cd "$OUT"
 }

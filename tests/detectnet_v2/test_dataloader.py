@@ -1,7 +1,8 @@
-"""DetectNet_v2 loader: folds, validation source, class mapping, determinism, shapes."""
+"""DetectNet_v2 loader: folds, validation source, class mapping, determinism, shapes, image cache."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -201,3 +202,79 @@ def test_synthetic_kitti_converts_and_loads_with_every_augmentation(tmp_path):
         boxes = labels["boxes"].numpy()
         assert np.all(boxes[..., 0] >= 0) and np.all(boxes[..., 2] <= 160) and np.all(boxes[..., 3] <= 96)
         assert np.all(np.isfinite(targets["bbox"].numpy()))
+
+
+# ---- in-memory image cache -------------------------------------------------------------------------
+
+
+def _dataset_dir(tmp_path):
+    train = [[("car", (8, 8, 40, 40)), ("van", (60, 10, 120, 50)), ("truck", (5, 60, 30, 90))],
+             [("pedestrian", (30, 30, 50, 90))], [("car", (20, 20, 100, 70))], [("dontcare", (0, 0, 10, 10))],
+             [("car", (70, 40, 110, 80))]]
+    os.makedirs(tmp_path / "tfrecords")
+    _write_dataset(str(tmp_path / "data"), str(tmp_path / "tfrecords" / "data"),
+                   {0: [[("car", (10, 10, 50, 40))]], 1: train})
+    return tmp_path
+
+
+def _cache_data(root, cache_mb: int) -> DetectNetV2Data:
+    exp = _experiment()
+    exp.dataset_config.image_cache_mb = cache_mb
+    color = exp.augmentation_config.color_augmentation
+    color.color_shift_stddev, color.hue_rotation_max, color.saturation_shift_max = 0.05, 20.0, 0.2
+    return DetectNetV2Data(exp, spec_dir=str(root))
+
+
+def _batches(data: DetectNetV2Data, n: int) -> list:
+    return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in data.dataset("train", output="both").take(n)]
+
+
+def test_cache_gives_the_same_batches_as_the_files_over_several_epochs(tmp_path):
+    root = _dataset_dir(tmp_path)
+    cached, plain = _cache_data(root, 64), _cache_data(root, 0)
+    # 5 training frames, batch 2: 6 batches cover more than two epochs (new augmentation each epoch).
+    a, b = _batches(cached, 6), _batches(plain, 6)
+    assert cached.image_cache("train") is not None and plain.image_cache("train") is None
+    for x, y in zip(a, b, strict=True):
+        tf.nest.map_structure(np.testing.assert_array_equal, x, y)
+    # Two epochs of the same frames are augmented differently.
+    assert not np.array_equal(a[0][0], a[3][0])
+
+
+def test_cache_holds_every_decoded_image_under_its_path(tmp_path):
+    from PIL import Image
+
+    root = _dataset_dir(tmp_path)
+    data = _cache_data(root, 64)
+    table = data.image_cache("train")
+    assert data.image_cache("train") is table  # built once
+    keys, values = table.export()
+    assert len(keys) == 5
+    for key, value in zip(keys.numpy(), values.numpy(), strict=True):
+        expected = np.asarray(Image.open(key.decode()).convert("RGB"))
+        np.testing.assert_array_equal(tf.io.parse_tensor(value, tf.uint8).numpy(), expected)
+    # An image the cache does not hold reads as the empty string (the pipeline decodes the file).
+    assert table.lookup(tf.constant("nowhere.png")).numpy() == b""
+
+
+def test_cache_is_left_out_when_the_images_exceed_the_bound(tmp_path, caplog):
+    root = _dataset_dir(tmp_path)
+    # 5 images of 96 x 128 x 3 bytes = 180 KiB decoded; a 0 MiB bound turns the cache off and
+    # 1 MiB holds them.
+    assert _cache_data(root, 1).image_cache("train") is not None
+    data = _cache_data(root, 0)
+    with caplog.at_level(logging.INFO, logger="tltk.detectnet_v2.dataloader"):
+        assert data.image_cache("train") is None
+    assert next(iter(data.dataset("train", output="targets")))[0].shape == (2, 3, 96, 128)
+
+
+def test_cache_bound_is_checked_against_the_decoded_size(tmp_path, monkeypatch, caplog):
+    import tltk.data.memory as memory
+
+    root = _dataset_dir(tmp_path)
+    # A quarter of 400 KiB of "available memory" is 100 KiB < 180 KiB decoded: no cache.
+    monkeypatch.setattr(memory, "available_memory", lambda: 400 * 1024)
+    data = _cache_data(root, 64)
+    with caplog.at_level(logging.INFO, logger="tltk.detectnet_v2.dataloader"):
+        assert data.image_cache("train") is None
+    assert "not cached" in caplog.text

@@ -275,6 +275,42 @@ def test_stream_is_deterministic_and_skip_continues_it(tmp_path, synthetic):
             np.testing.assert_array_equal(x, y)
 
 
+
+def _cached_and_plain(tmp_path, synthetic, **kw):
+    cached, plain = MaskRCNNData(_synthetic_spec(tmp_path, synthetic, **kw)), MaskRCNNData(_synthetic_spec(
+        tmp_path, synthetic, **kw))
+    plain.decoded_cache_mb = 0
+    return cached, plain
+
+
+def test_decoded_cache_gives_the_same_batches_as_decoding_every_epoch(tmp_path, synthetic):
+    cached, plain = _cached_and_plain(tmp_path, synthetic, augment="true", batch=2)
+    # 7 training images, batch 2: 8 batches are more than two epochs (new flips and anchor samples each).
+    a = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in cached.dataset("train").take(8)]
+    b = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in plain.dataset("train").take(8)]
+    assert cached.decoded_cache("train") is not None and plain.decoded_cache("train") is None
+    for x, y in zip(a, b, strict=True):
+        tf.nest.map_structure(np.testing.assert_array_equal, x, y)
+    # Resuming (skip) reads the cache too and continues the same stream.
+    resumed = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in cached.dataset("train", skip=6).take(5)]
+    for x, y in zip(a[3:], resumed, strict=True):
+        tf.nest.map_structure(np.testing.assert_array_equal, x, y)
+
+
+def test_decoded_cache_holds_each_record_once_and_respects_its_bound(tmp_path, synthetic, monkeypatch):
+    import tltk.data.memory as memory
+
+    cached, _ = _cached_and_plain(tmp_path, synthetic)
+    table = cached.decoded_cache("train")
+    assert cached.decoded_cache("train") is table and int(table.size()) == 7
+    assert cached.decoded_cache("val") is None  # validation is read once per evaluation
+    # An unknown record reads as the empty string (the pipeline then decodes it).
+    assert table.lookup(tf.constant(12345, tf.int64)).numpy() == b""
+    # Seven 96x160 RGB images alone are 7 x 46080 bytes = 315 KiB: a quarter of 1 MiB is too little.
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**20)
+    assert MaskRCNNData(_synthetic_spec(tmp_path, synthetic)).decoded_cache("train") is None
+
+
 def test_one_preprocessing_for_pipeline_inference_and_calibration(tmp_path, synthetic):
     _, syn = synthetic
     data = MaskRCNNData(_synthetic_spec(tmp_path, synthetic))

@@ -46,7 +46,7 @@ class DataSource(_message.Message):
     def __init__(self, tfrecords_path: _Optional[str] = ..., image_directory_path: _Optional[str] = ..., source_weight: _Optional[float] = ...) -> None: ...
 
 class DatasetConfig(_message.Message):
-    __slots__ = ("data_sources", "image_extension", "target_class_mapping", "validation_fold", "validation_data_source", "dataloader_mode", "sampling_mode")
+    __slots__ = ("data_sources", "image_extension", "target_class_mapping", "validation_fold", "validation_data_source", "dataloader_mode", "sampling_mode", "image_cache_mb")
     class DATALOADER_MODE(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         MULTISOURCE: _ClassVar[DatasetConfig.DATALOADER_MODE]
@@ -77,6 +77,7 @@ class DatasetConfig(_message.Message):
     VALIDATION_DATA_SOURCE_FIELD_NUMBER: _ClassVar[int]
     DATALOADER_MODE_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_MODE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_CACHE_MB_FIELD_NUMBER: _ClassVar[int]
     data_sources: _containers.RepeatedCompositeFieldContainer[DataSource]
     image_extension: str
     target_class_mapping: _containers.ScalarMap[str, str]
@@ -84,7 +85,8 @@ class DatasetConfig(_message.Message):
     validation_data_source: DataSource
     dataloader_mode: DatasetConfig.DATALOADER_MODE
     sampling_mode: DatasetConfig.SAMPLING_MODE
-    def __init__(self, data_sources: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ..., image_extension: _Optional[str] = ..., target_class_mapping: _Optional[_Mapping[str, str]] = ..., validation_fold: _Optional[int] = ..., validation_data_source: _Optional[_Union[DataSource, _Mapping]] = ..., dataloader_mode: _Optional[_Union[DatasetConfig.DATALOADER_MODE, str]] = ..., sampling_mode: _Optional[_Union[DatasetConfig.SAMPLING_MODE, str]] = ...) -> None: ...
+    image_cache_mb: int
+    def __init__(self, data_sources: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ..., image_extension: _Optional[str] = ..., target_class_mapping: _Optional[_Mapping[str, str]] = ..., validation_fold: _Optional[int] = ..., validation_data_source: _Optional[_Union[DataSource, _Mapping]] = ..., dataloader_mode: _Optional[_Union[DatasetConfig.DATALOADER_MODE, str]] = ..., sampling_mode: _Optional[_Union[DatasetConfig.SAMPLING_MODE, str]] = ..., image_cache_mb: _Optional[int] = ...) -> None: ...
 
 class AugmentationConfig(_message.Message):
     __slots__ = ("preprocessing", "spatial_augmentation", "color_augmentation")

@@ -68,7 +68,7 @@ class Experiment(_message.Message):
     def __init__(self, maskrcnn_config: _Optional[_Union[MaskRCNNConfig, _Mapping]] = ..., data_config: _Optional[_Union[DataConfig, _Mapping]] = ..., skip_checkpoint_variables: _Optional[str] = ..., train_batch_size: _Optional[int] = ..., save_checkpoints_steps: _Optional[int] = ..., num_steps_per_eval: _Optional[int] = ..., momentum: _Optional[float] = ..., l2_weight_decay: _Optional[float] = ..., warmup_learning_rate: _Optional[float] = ..., init_learning_rate: _Optional[float] = ..., global_gradient_clip_ratio: _Optional[float] = ..., total_steps: _Optional[int] = ..., visualize_images_summary: bool = ..., checkpoint: _Optional[str] = ..., eval_batch_size: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., learning_rate_steps: _Optional[str] = ..., learning_rate_decay_levels: _Optional[str] = ..., seed: _Optional[int] = ..., report_frequency: _Optional[int] = ..., use_amp: bool = ..., pruned_model_path: _Optional[str] = ..., l1_weight_decay: _Optional[float] = ..., num_epochs: _Optional[int] = ..., num_examples_per_epoch: _Optional[int] = ..., logging_frequency: _Optional[int] = ..., wandb_config: _Optional[_Union[_common_pb2.WandBConfig, _Mapping]] = ..., clearml_config: _Optional[_Union[_common_pb2.ClearMLConfig, _Mapping]] = ...) -> None: ...
 
 class DataConfig(_message.Message):
-    __slots__ = ("image_size", "augment_input_data", "num_classes", "skip_crowd_during_training", "training_file_pattern", "validation_file_pattern", "val_json_file", "eval_samples", "prefetch_buffer_size", "shuffle_buffer_size", "n_workers", "max_num_instances")
+    __slots__ = ("image_size", "augment_input_data", "num_classes", "skip_crowd_during_training", "training_file_pattern", "validation_file_pattern", "val_json_file", "eval_samples", "prefetch_buffer_size", "shuffle_buffer_size", "n_workers", "max_num_instances", "decoded_cache_mb")
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     AUGMENT_INPUT_DATA_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class DataConfig(_message.Message):
     SHUFFLE_BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
     N_WORKERS_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    DECODED_CACHE_MB_FIELD_NUMBER: _ClassVar[int]
     image_size: str
     augment_input_data: bool
     num_classes: int
@@ -93,7 +94,8 @@ class DataConfig(_message.Message):
     shuffle_buffer_size: int
     n_workers: int
     max_num_instances: int
-    def __init__(self, image_size: _Optional[str] = ..., augment_input_data: bool = ..., num_classes: _Optional[int] = ..., skip_crowd_during_training: bool = ..., training_file_pattern: _Optional[str] = ..., validation_file_pattern: _Optional[str] = ..., val_json_file: _Optional[str] = ..., eval_samples: _Optional[int] = ..., prefetch_buffer_size: _Optional[int] = ..., shuffle_buffer_size: _Optional[int] = ..., n_workers: _Optional[int] = ..., max_num_instances: _Optional[int] = ...) -> None: ...
+    decoded_cache_mb: int
+    def __init__(self, image_size: _Optional[str] = ..., augment_input_data: bool = ..., num_classes: _Optional[int] = ..., skip_crowd_during_training: bool = ..., training_file_pattern: _Optional[str] = ..., validation_file_pattern: _Optional[str] = ..., val_json_file: _Optional[str] = ..., eval_samples: _Optional[int] = ..., prefetch_buffer_size: _Optional[int] = ..., shuffle_buffer_size: _Optional[int] = ..., n_workers: _Optional[int] = ..., max_num_instances: _Optional[int] = ..., decoded_cache_mb: _Optional[int] = ...) -> None: ...
 
 class MaskRCNNConfig(_message.Message):
     __slots__ = ("rpn_box_loss_weight", "fast_rcnn_box_loss_weight", "mrcnn_weight_loss_mask", "freeze_bn", "bbox_reg_weights", "aspect_ratios", "gt_mask_size", "rpn_positive_overlap", "rpn_negative_overlap", "rpn_batch_size_per_im", "rpn_fg_fraction", "rpn_min_size", "batch_size_per_im", "fg_fraction", "fg_thresh", "bg_thresh_hi", "bg_thresh_lo", "fast_rcnn_mlp_head_dim", "include_mask", "mrcnn_resolution", "train_rpn_pre_nms_topn", "train_rpn_post_nms_topn", "train_rpn_nms_threshold", "test_detections_per_image", "test_nms", "test_rpn_pre_nms_topn", "test_rpn_post_nms_topn", "test_rpn_nms_thresh", "min_level", "max_level", "num_scales", "anchor_scale", "arch", "nlayers", "freeze_blocks")

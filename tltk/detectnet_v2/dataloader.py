@@ -39,6 +39,7 @@ import tensorflow as tf
 from tltk._proto import detectnet_v2_pb2 as pb
 from tltk.data.augment import AugmentationParams, augment_frame
 from tltk.data.images import assert_decodable
+from tltk.data.memory import cache_budget
 from tltk.data.tfrecord import check_shard_sets, fold_substring, parse_detection_tensors
 from tltk.detectnet_v2.rasterizer import (
     LossMaskParams,
@@ -175,6 +176,9 @@ class DetectNetV2Data:
         self.extension = image_extension(self.dataset_config).lstrip(".")
         self.batch_size = int(experiment.training_config.batch_size_per_gpu)
         self._stats: dict[str, SplitStats] = {}
+        self._image_paths: dict[str, list[str]] = {}
+        self._image_caches: dict[str, tf.lookup.StaticHashTable | None] = {}
+        self.image_cache_mb = int(getattr(self.dataset_config, "image_cache_mb", 0) or 0)
 
     # ---- sources ------------------------------------------------------------------------
 
@@ -253,6 +257,7 @@ class DetectNetV2Data:
                 "target/object_class": tf.io.VarLenFeature(tf.string)}
         first_file: dict[tuple[str, str], str] = {}
         repeated: dict[str, tuple[str, str]] = {}
+        paths: dict[str, None] = {}
 
         def parse(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             parsed = tf.io.parse_example(x, spec)
@@ -272,6 +277,7 @@ class DetectNetV2Data:
                         seen = first_file.setdefault((src.image_directory, frame_id), record_file)
                         if seen != record_file:
                             repeated.setdefault(frame_id, (seen, record_file))
+                        paths.setdefault(self._image_key(src.image_directory, frame_id), None)
                         path = os.path.join(src.image_directory, frame_id + "." + self.extension)
                         if not os.path.isfile(path):
                             n_missing += 1
@@ -306,6 +312,7 @@ class DetectNetV2Data:
             log.info("%s data: %d object(s) of classes not mapped to a target class are ignored: %s", split,
                      sum(dropped.values()), ", ".join(f"{k}: {v}" for k, v in result.dropped_counts.items()))
         self._stats[split] = result
+        self._image_paths[split] = list(paths)
         return result
 
     def check_target_objects(self, split: str = "train") -> None:
@@ -370,6 +377,59 @@ class DetectNetV2Data:
             return tf.io.decode_jpeg(contents, channels=channels, dct_method="INTEGER_ACCURATE")
         return tf.io.decode_png(contents, channels=channels)
 
+    def _image_key(self, image_directory: str, frame_id: str) -> str:
+        """The image path as the pipeline builds it (the key of the image cache)."""
+        return image_directory.rstrip("/") + "/" + frame_id + "." + self.extension
+
+    def image_cache(self, split: str = "train") -> tf.lookup.StaticHashTable | None:
+        """The decoded images of ``split`` held in memory, or None when they do not fit.
+
+        Built once per split (and shared by every pipeline of this object): each distinct
+        image of the split is read, checked and decoded exactly as the pipeline would, and
+        stored as a serialized uint8 tensor under its path.  The cache is made only when the
+        decoded images fit in ``dataset_config.image_cache_mb`` MiB (0: never) and in a
+        quarter of the memory available now; the size is estimated from the first image and
+        checked while decoding (the build stops when the images turn out larger).
+
+        Returns:
+            A table path -> serialized ``[H, W, C]`` uint8 tensor (``tf.io.serialize_tensor``;
+            an unknown path gives the empty string), or None.
+        """
+        if split in self._image_caches:
+            return self._image_caches[split]
+        self._image_caches[split] = None
+        limit = cache_budget(self.image_cache_mb)
+        self.stats(split)
+        paths = self._image_paths.get(split, [])
+        if limit <= 0 or not paths:
+            return None
+
+        def decode(path: tf.Tensor) -> tf.Tensor:
+            return tf.io.serialize_tensor(self._decode(assert_decodable(tf.io.read_file(path), path)))
+
+        first = decode(tf.constant(paths[0]))
+        estimate = len(paths) * (int(tf.strings.length(first)) + 64)
+        if estimate > limit:
+            log.info("%s images are not cached in memory: about %d MiB decoded, more than the %d MiB allowed "
+                     "(dataset_config.image_cache_mb, a quarter of the available memory)", split,
+                     estimate // 2**20, limit // 2**20)
+            return None
+        values: list[bytes] = []
+        total = 0
+        decoded = tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                                                                 deterministic=True)
+        for value in decoded.as_numpy_iterator():
+            values.append(value)
+            total += len(value)
+            if total > limit:
+                log.info("%s images are not cached in memory: more than the %d MiB allowed", split, limit // 2**20)
+                return None
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(paths, tf.string), tf.constant(values, tf.string)), default_value="")
+        log.info("%s data: %d decoded images cached in memory (%d MiB)", split, len(paths), total // 2**20)
+        self._image_caches[split] = table
+        return table
+
     def _lookup(self) -> tf.lookup.StaticHashTable:
         keys = list(self.class_mapping)
         values = [self.class_mapping[k] for k in keys]
@@ -395,6 +455,9 @@ class DetectNetV2Data:
                 any decoding; a resumed training run skips the examples of its completed epochs
                 and so sees exactly the batches an uninterrupted run would.
 
+        The training split reads its images from :meth:`image_cache` when they fit in memory
+        (``dataset_config.image_cache_mb``); the batches are the same either way.
+
         Returns:
             The batched, prefetched dataset.  Training batches drop the remainder so every
             batch has ``batch_size`` images.
@@ -418,6 +481,15 @@ class DetectNetV2Data:
         pre = params.preprocessing
         ext = "." + self.extension
         rparams, lmparams = self.rasterizer, self.loss_mask
+        cache = None if decode_only else self.image_cache(split) if split == "train" else None
+
+        def read_image(path: tf.Tensor) -> tf.Tensor:
+            if cache is None:
+                return self._decode(assert_decodable(tf.io.read_file(path), path))
+            stored = cache.lookup(path)
+            image = tf.cond(tf.strings.length(stored) > 0, lambda: tf.io.parse_tensor(stored, tf.uint8),
+                            lambda: self._decode(assert_decodable(tf.io.read_file(path), path)))
+            return tf.ensure_shape(image, [None, None, pre.output_channels])
 
         records = self._records(split, shuffle)
         if repeat:
@@ -431,7 +503,7 @@ class DetectNetV2Data:
             record, source = item
             parsed = parse_detection_tensors(record)
             path = tf.strings.join([image_dirs[source], parsed["frame_id"], ext])
-            image = self._decode(assert_decodable(tf.io.read_file(path), path))
+            image = read_image(path)
             shape = tf.shape(image)
             if decode_only:
                 img = tf.cast(image, tf.float32) / 255.0

@@ -53,6 +53,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import Message
 
+from tltk.data.memory import cache_budget
 from tltk.data.tfrecord import COCO_INSTANCE, check_shard_sets, parse_tensors
 from tltk.errors import InvalidInputError, SpecError, UsageError
 from tltk.mask_rcnn.anchor_targets import AnchorLabeler, RpnTargetParams
@@ -203,6 +204,23 @@ def _source_id(text: tf.Tensor, encoded: tf.Tensor) -> tf.Tensor:
                    lambda: tf.strings.to_hash_bucket_fast(encoded, 2**62))
 
 
+#: Hash range of the decoded-record cache keys (``tf.strings.to_hash_bucket_fast`` of the record).
+_KEY_BUCKETS = 2**62
+
+
+def _parse_fixed_part(stored: tf.Tensor, gt_mask_size: int
+                      ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The five tensors of :meth:`MaskRCNNData._fixed_part` from their cached serialization."""
+    parts = tf.io.parse_tensor(stored, tf.string)
+    s = gt_mask_size + 2 * MASK_BORDER
+    image = tf.ensure_shape(tf.io.parse_tensor(parts[0], tf.uint8), [None, None, 3])
+    boxes = tf.ensure_shape(tf.io.parse_tensor(parts[1], tf.float32), [None, 4])
+    classes = tf.ensure_shape(tf.io.parse_tensor(parts[2], tf.int32), [None])
+    crops = tf.ensure_shape(tf.io.parse_tensor(parts[3], tf.float32), [None, s, s])
+    source_id = tf.ensure_shape(tf.io.parse_tensor(parts[4], tf.int64), [])
+    return image, boxes, classes, crops, source_id
+
+
 # ---- statistics -----------------------------------------------------------------------------------
 
 @dataclass
@@ -282,6 +300,8 @@ class MaskRCNNData:
         self.eval_batch_size = int(experiment.eval_batch_size)
         self._category_map = category_map
         self._stats: dict[tuple[str, bool], SplitStats] = {}
+        self.decoded_cache_mb = int(getattr(dc, "decoded_cache_mb", 0) or 0)
+        self._decoded_caches: dict[tuple[str, bool], tf.lookup.StaticHashTable | None] = {}
 
     # ---- sources ---------------------------------------------------------------------------------
 
@@ -420,7 +440,7 @@ class MaskRCNNData:
         return records
 
     def _example(self, record: tf.Tensor, seeds: tf.Tensor, training: bool, output: str,
-                 table: tf.lookup.StaticHashTable) -> Any:
+                 table: tf.lookup.StaticHashTable, cache: tf.lookup.StaticHashTable | None = None) -> Any:
         size = self.image_size
         if output != "targets":
             parsed = parse_tensors(COCO_INSTANCE, record, keys=_IMAGE_KEYS)
@@ -431,6 +451,44 @@ class MaskRCNNData:
                 return chw
             return chw, {"image_info": info, "source_ids": _source_id(parsed["image/source_id"],
                                                                      parsed["image/encoded"])}
+        if cache is None:
+            image, boxes, classes, crops, source_id = self._fixed_part(record, training, table)
+        else:
+            stored = cache.lookup(tf.strings.to_hash_bucket_fast(record, _KEY_BUCKETS))
+            image, boxes, classes, crops, source_id = tf.cond(
+                tf.strings.length(stored) > 0, lambda: _parse_fixed_part(stored, self.gt_mask_size),
+                lambda: self._fixed_part(record, training, table))
+
+        if training and self.augment:
+            flip = tf.random.stateless_uniform([], seed=seeds[:2]) < 0.5
+            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+            boxes = tf.cond(flip, lambda: tf.stack([boxes[:, 0], 1.0 - boxes[:, 3], boxes[:, 2], 1.0 - boxes[:, 1]],
+                                                   axis=1), lambda: boxes)
+            crops = tf.cond(flip, lambda: tf.reverse(crops, axis=[2]), lambda: crops)
+        padded, info = letterbox(image, size)
+        scaled = tf.stack([info[0], info[1], info[0], info[1]])
+        gt = boxes * scaled
+        targets = {"image_info": info, "source_ids": source_id}
+        targets.update(self.labeler.label(gt, seeds[2:]))
+        limit = self.max_num_instances
+        pad = limit - tf.shape(gt)[0]
+        s = self.gt_mask_size + 2 * MASK_BORDER
+        targets["gt_boxes"] = tf.ensure_shape(tf.pad(gt, [[0, pad], [0, 0]], constant_values=-1.0), [limit, 4])
+        targets["gt_classes"] = tf.ensure_shape(tf.pad(classes, [[0, pad]], constant_values=-1), [limit])
+        targets["cropped_gt_masks"] = tf.ensure_shape(
+            tf.pad(crops, [[0, pad], [0, 0], [0, 0]], constant_values=-1.0), [limit, s, s])
+        return tf.transpose(padded, [2, 0, 1]), targets
+
+    def _fixed_part(self, record: tf.Tensor, training: bool, table: tf.lookup.StaticHashTable
+                    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """What a training example is before its random flip: the same every epoch.
+
+        Returns:
+            ``(image, boxes, classes, crops, source_id)``: uint8 ``[h, w, 3]``, float32
+            ``[n, 4]`` normalized ``(y1, x1, y2, x2)``, int32 ``[n]`` class indices, float32
+            ``[n, S + 4, S + 4]`` cropped masks and the int64 source id; n <= ``max_num_instances``
+            (crowd dropped first when training skips it).
+        """
         parsed = parse_tensors(COCO_INSTANCE, record, keys=_RECORD_KEYS)
         image = tf.io.decode_image(parsed["image/encoded"], channels=3, dtype=tf.uint8, expand_animations=False)
         height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -455,26 +513,66 @@ class MaskRCNNData:
         boxes, classes, pngs = (tf.gather(t, kept) for t in (boxes, classes, pngs))
         masks = _decode_masks(pngs, height, width)
         crops = crop_instance_masks(masks, boxes * hw, self.gt_mask_size)
+        return image, boxes, classes, crops, _source_id(parsed["image/source_id"], parsed["image/encoded"])
 
-        if training and self.augment:
-            flip = tf.random.stateless_uniform([], seed=seeds[:2]) < 0.5
-            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-            boxes = tf.cond(flip, lambda: tf.stack([boxes[:, 0], 1.0 - boxes[:, 3], boxes[:, 2], 1.0 - boxes[:, 1]],
-                                                   axis=1), lambda: boxes)
-            crops = tf.cond(flip, lambda: tf.reverse(crops, axis=[2]), lambda: crops)
-        padded, info = letterbox(image, size)
-        scaled = tf.stack([info[0], info[1], info[0], info[1]])
-        gt = boxes * scaled
-        targets = {"image_info": info,
-                   "source_ids": _source_id(parsed["image/source_id"], parsed["image/encoded"])}
-        targets.update(self.labeler.label(gt, seeds[2:]))
-        pad = limit - tf.shape(gt)[0]
-        s = self.gt_mask_size + 2 * MASK_BORDER
-        targets["gt_boxes"] = tf.ensure_shape(tf.pad(gt, [[0, pad], [0, 0]], constant_values=-1.0), [limit, 4])
-        targets["gt_classes"] = tf.ensure_shape(tf.pad(classes, [[0, pad]], constant_values=-1), [limit])
-        targets["cropped_gt_masks"] = tf.ensure_shape(
-            tf.pad(crops, [[0, pad], [0, 0], [0, 0]], constant_values=-1.0), [limit, s, s])
-        return tf.transpose(padded, [2, 0, 1]), targets
+    def decoded_cache(self, split: str, training: bool = True) -> tf.lookup.StaticHashTable | None:
+        """The fixed part of every training example of ``split`` held in memory, or None.
+
+        Built once per split: every record is put through :meth:`_fixed_part` (decode, crowd
+        skipping, instance limit, masks decoded and cropped) and the five results are stored,
+        serialized, under a 62-bit hash of the record's bytes.  Made only when the results fit
+        in ``data_config.decoded_cache_mb`` MiB (0: never) and in a quarter of the memory
+        available now (estimated from the first record, checked while building).
+
+        Args:
+            split: ``train`` (``val`` is read once per evaluation and never cached); the empty
+                string gives None.
+            training: the fixed part as training sees it (crowd skipping).
+
+        Returns:
+            A table int64 record hash -> serialized ``[5]`` string tensor of serialized parts
+            (an unknown record gives the empty string), or None.
+        """
+        key = (split, bool(training))
+        if key in self._decoded_caches:
+            return self._decoded_caches[key]
+        self._decoded_caches[key] = None
+        limit = cache_budget(self.decoded_cache_mb)
+        if split != "train" or limit <= 0:
+            return None
+        table = self.category_map.tf_lookup()
+
+        def entry(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            parts = self._fixed_part(record, bool(training), table)
+            value = tf.io.serialize_tensor(tf.stack([tf.io.serialize_tensor(t) for t in parts]))
+            return tf.strings.to_hash_bucket_fast(record, _KEY_BUCKETS), value
+
+        records = tf.data.TFRecordDataset(self.files(split))
+        built = records.map(entry, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        count = self.num_examples(split)
+        stored: dict[int, bytes] = {}  # a record repeated in the files is stored once
+        total = 0
+        for hashed, value in built.as_numpy_iterator():
+            if not stored and count * (len(value) + 64) > limit:
+                log.info("%s data: decoded records are not cached in memory: about %d MiB, more than the %d MiB "
+                         "allowed (data_config.decoded_cache_mb, a quarter of the available memory)", split,
+                         count * len(value) // 2**20, limit // 2**20)
+                return None
+            if int(hashed) in stored:
+                continue
+            stored[int(hashed)] = value
+            total += len(value) + 64
+            if total > limit:
+                log.info("%s data: decoded records are not cached in memory: more than the %d MiB allowed", split,
+                         limit // 2**20)
+                return None
+        if not stored:
+            return None
+        cache = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(stored), tf.int64), tf.constant(list(stored.values()), tf.string)), default_value="")
+        log.info("%s data: %d decoded records cached in memory (%d MiB)", split, len(stored), total // 2**20)
+        self._decoded_caches[key] = cache
+        return cache
 
     def dataset(self, split: str = "train", batch_size: int | None = None, training: bool | None = None,
                 repeat: bool | None = None, shuffle: bool | None = None, skip: int = 0,
@@ -526,8 +624,10 @@ class MaskRCNNData:
         if skip:
             ds = ds.skip(int(skip))
 
+        cache = self.decoded_cache(split, training) if output == "targets" and training else None
+
         def load(record: tf.Tensor, seed: tf.Tensor) -> Any:
-            return self._example(record, seed, training, output, table)
+            return self._example(record, seed, training, output, table, cache)
 
         ds = ds.map(load, num_parallel_calls=self.n_workers, deterministic=True)
         ds = ds.batch(batch_size, drop_remainder=training)

@@ -28,7 +28,9 @@ faster), then images per CPU second of each process (all its threads, input pipe
 and their ratio; on a machine shared with other jobs the CPU-time ratio is the steadier one.
 
 Run: ``.venv/bin/python benchmarks/mask_rcnn_train.py [--cases resnet50,quickstart] [--steps 4]
-[--warmup 2] [--images 24] [--batch 0] [--threads 0] [--peer_venv DIR]``.
+[--warmup 2] [--repeats 1] [--images 24] [--batch 0] [--threads 0] [--peer_venv DIR]``; with
+``--repeats N`` each framework times N blocks of ``--steps`` steps and the table shows medians
+(ranges below it).
 """
 
 from __future__ import annotations
@@ -113,12 +115,15 @@ PEER_SCRIPT = textwrap.dedent('''
     step = tf.function(lambda batch: task.train_step(batch, net, optimizer))
     for _ in range(s["warmup"]):
         step(next(inputs))
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(s["steps"]):
-        logs = step(next(inputs))
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, logs)  # wait for the last step
     images = s["steps"] * s["batch"]
-    print(json.dumps({"img_s": images / (time.perf_counter() - start), "img_cpu_s": images / (time.process_time() - cpu)}))
+    rates = []
+    for _ in range(s["repeats"]):
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(s["steps"]):
+            logs = step(next(inputs))
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, logs)  # wait for the last step
+        rates.append([images / (time.perf_counter() - start), images / (time.process_time() - cpu)])
+    print(json.dumps({"rates": rates}))
 ''')
 
 
@@ -149,9 +154,10 @@ def load_task(name: str, pattern: str, val_json: str, batch: int | None = None) 
                                             overrides=overrides))
 
 
-def tltk_rate(task: Any, steps: int, warmup: int) -> tuple[float, float]:
+def tltk_rate(task: Any, steps: int, warmup: int, repeats: int = 1) -> list[tuple[float, float]]:
     """Training images per second of tltk's trainer step (``TaskModel``) fed by the Task's pipeline:
-    ``(per wall-clock second, per CPU second of the process)``."""
+    ``(per wall-clock second, per CPU second of the process)`` of each of ``repeats`` blocks of
+    ``steps`` timed steps (the first block after ``warmup`` untimed steps)."""
     import keras
 
     from tltk.core.trainer import TaskModel
@@ -164,15 +170,19 @@ def tltk_rate(task: Any, steps: int, warmup: int) -> tuple[float, float]:
     model.compile(optimizer=optimizer, jit_compile=False)
     dataset = task.train_dataset(0, plan.batch_size)
     model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0)
-    start, cpu = time.perf_counter(), time.process_time()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
     images = steps * plan.batch_size
-    return images / (time.perf_counter() - start), images / (time.process_time() - cpu)
+    rates = []
+    for _ in range(repeats):
+        start, cpu = time.perf_counter(), time.process_time()
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+        rates.append((images / (time.perf_counter() - start), images / (time.process_time() - cpu)))
+    return rates
 
 
-def peer_rate(python: Path, task: Any, pattern: str, steps: int, warmup: int,
-              threads: int) -> tuple[tuple[float, float] | None, str]:
-    """Model Garden's training images per (wall, CPU) second with the settings of ``task``, or (None, why not)."""
+def peer_rate(python: Path, task: Any, pattern: str, steps: int, warmup: int, threads: int,
+              repeats: int = 1) -> tuple[list[tuple[float, float]] | None, str]:
+    """Model Garden's training images per (wall, CPU) second of each of ``repeats`` blocks of
+    ``steps`` steps with the settings of ``task``, or (None, why not)."""
     p, exp = task.params, task.experiment
     mc = exp.maskrcnn_config
     settings = {"depth": p.nlayers, "height": p.image_size[0], "width": p.image_size[1],
@@ -185,7 +195,8 @@ def peer_rate(python: Path, task: Any, pattern: str, steps: int, warmup: int,
                 "mask_rois": p.mask_rois_per_image, "rpn_pos": mc.rpn_positive_overlap,
                 "rpn_neg": mc.rpn_negative_overlap, "rpn_batch": p.rpn_batch_size_per_im,
                 "rpn_fg": mc.rpn_fg_fraction, "max_instances": p.max_num_instances, "gt_mask_size": p.gt_mask_size,
-                "batch": int(exp.train_batch_size), "tfrecords": pattern, "steps": steps, "warmup": warmup}
+                "batch": int(exp.train_batch_size), "tfrecords": pattern, "steps": steps, "warmup": warmup,
+                "repeats": repeats}
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
         fh.write(PEER_SCRIPT)
     try:
@@ -197,7 +208,15 @@ def peer_rate(python: Path, task: Any, pattern: str, steps: int, warmup: int,
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return None, f"Model Garden run failed: {last}"
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return (float(result["img_s"]), float(result["img_cpu_s"])), ""
+    return [(float(wall), float(cpu)) for wall, cpu in result["rates"]], ""
+
+
+def summary(rates: list[tuple[float, float]], column: int) -> tuple[float, float, float]:
+    """(median, min, max) of one column (0: per wall-clock second, 1: per CPU second) of timed blocks."""
+    values = sorted(rate[column] for rate in rates)
+    middle = len(values) // 2
+    median = values[middle] if len(values) % 2 else 0.5 * (values[middle - 1] + values[middle])
+    return median, values[0], values[-1]
 
 
 def describe(task: Any) -> str:
@@ -212,6 +231,8 @@ def main() -> None:
     parser.add_argument("--cases", default="resnet50,quickstart", help="comma-separated: resnet50, quickstart")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, pipeline start)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed blocks of --steps steps per framework (median and range are printed)")
     parser.add_argument("--images", type=int, default=24, help="synthetic images")
     parser.add_argument("--batch", type=int, default=0,
                         help="train_batch_size for both frameworks (0: the spec's; ResNet-50 at 832x1344 with the "
@@ -219,6 +240,7 @@ def main() -> None:
     parser.add_argument("--peer_venv", default=str(DEFAULT_PEER_VENV),
                         help="virtual environment for tf-models-official (created when missing)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per framework (0: defaults)")
+    parser.add_argument("--skip_peer", action="store_true", help="time tltk only (e.g. to compare two tltk trees)")
     args = parser.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     for name in cases:
@@ -227,31 +249,42 @@ def main() -> None:
     os.environ.update(thread_env(args.threads))  # before TensorFlow is imported
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("tltk").setLevel(logging.ERROR)
-    python, why = peer_python(Path(args.peer_venv))
+    python, why = (None, "--skip_peer") if args.skip_peer else peer_python(Path(args.peer_venv))
     rows = []
     with tempfile.TemporaryDirectory(prefix="tltk-bench-train-") as tmp:
         pattern, val_json = make_data(Path(tmp), args.images)
         for name in cases:
             task = load_task(name, pattern, val_json, args.batch or None)
-            mine = tltk_rate(task, args.steps, args.warmup)
+            mine = tltk_rate(task, args.steps, args.warmup, args.repeats)
             theirs, reason = (None, why)
             if python is not None:
-                theirs, reason = peer_rate(python, task, pattern, args.steps, args.warmup, args.threads)
+                theirs, reason = peer_rate(python, task, pattern, args.steps, args.warmup, args.threads,
+                                           args.repeats)
             rows.append((name, describe(task), mine, theirs, reason))
-    print(f"MaskRCNN training throughput ({args.steps} timed steps after {args.warmup}; {os.cpu_count()} CPUs, "
-          f"threads per framework: {args.threads or 'default'}); img/s per wall-clock second, img/CPU-s per "
-          "CPU second of the process (steadier on a shared machine)")
+    print(f"MaskRCNN training throughput ({args.repeats} x {args.steps} timed steps after {args.warmup}; "
+          f"{os.cpu_count()} CPUs, threads per framework: {args.threads or 'default'}); img/s per wall-clock "
+          "second, img/CPU-s per CPU second of the process (steadier on a shared machine); medians of the "
+          "timed blocks, ratio = tltk / peer (above 1: tltk is faster)")
     header = (f"{'case':<12}{'tltk img/s':>12}{'peer img/s':>12}{'ratio':>7}"
               f"{'tltk img/CPU-s':>16}{'peer img/CPU-s':>16}{'ratio':>7}")
     print(header)
     print("-" * len(header))
     for name, _, mine, theirs, reason in rows:
+        wall, cpu = summary(mine, 0)[0], summary(mine, 1)[0]
         if theirs is None:
-            print(f"{name:<12}{mine[0]:>12.4f}{'-':>12}{'-':>7}{mine[1]:>16.4f}{'-':>16}{'-':>7}"
+            print(f"{name:<12}{wall:>12.4f}{'-':>12}{'-':>7}{cpu:>16.4f}{'-':>16}{'-':>7}"
                   f"  peer unavailable ({reason})")
         else:
-            print(f"{name:<12}{mine[0]:>12.4f}{theirs[0]:>12.4f}{mine[0] / theirs[0]:>7.2f}"
-                  f"{mine[1]:>16.4f}{theirs[1]:>16.4f}{mine[1] / theirs[1]:>7.2f}")
+            peer_wall, peer_cpu = summary(theirs, 0)[0], summary(theirs, 1)[0]
+            print(f"{name:<12}{wall:>12.4f}{peer_wall:>12.4f}{wall / peer_wall:>7.2f}"
+                  f"{cpu:>16.4f}{peer_cpu:>16.4f}{cpu / peer_cpu:>7.2f}")
+    if args.repeats > 1:
+        print("ranges over the timed blocks (min-max):")
+        for name, _, mine, theirs, _ in rows:
+            for label, rates in (("tltk", mine), ("peer", theirs)):
+                if rates:
+                    (_, w0, w1), (_, c0, c1) = summary(rates, 0), summary(rates, 1)
+                    print(f"  {name} {label}: img/s {w0:.4f}-{w1:.4f}, img/CPU-s {c0:.4f}-{c1:.4f}")
     for name, text, *_ in rows:
         print(f"  {name}: {text}")
 

@@ -12,17 +12,15 @@
 #
 # Two modes:
 #   default (quick): small images and short trainings that still learn to detect. DetectNet_v2:
-#     160 images of 320x192, a 320x192 network, 16 epochs of 128 images (92.7% validation mAP with
-#     the from-scratch defaults of docs/training.md; 59.0% before them), pruning at 0.8 (52% of the
-#     parameters kept), 6 epochs of fine-tuning (91.5%; INT8 Q/DQ 92.0%); 524 CPU-seconds in all
-#     (611 s of wall time on a shared machine). MaskRCNN: 240 images of 448x256, a 320x192 network, 200 steps of 2 images, pruning at 0.95 and 80 steps
-#     of fine-tuning; about 520 CPU-seconds. Both models together (before DetectNet_v2's
-#     from-scratch defaults, which add ~60 CPU-seconds): 1,126 CPU-seconds and 24.6 minutes of wall
-#     time on a clean clone (venv included) on 2 cores shared with other jobs (load average 5-6);
-#     not yet timed on an idle machine.
+#     160 images of 320x192, a 320x192 network, 16 epochs of 128 images, pruning at 0.8 (52% of
+#     the parameters kept), 6 epochs of fine-tuning. MaskRCNN: 240 images of 448x256, a 320x192
+#     network, 200 steps of 2 images, pruning at 0.95 and 80 steps of fine-tuning. On 2 idle cores
+#     from a clean clone: 11.3 minutes in all, venv included (DetectNet_v2 317 s: 92.7% mAP trained,
+#     91.5% pruned + retrained, 92.0% INT8; MaskRCNN 311 s: bbox/mask AP50 71.9/70.6% trained,
+#     70.1/67.1% pruned + retrained, 70.0/68.8% INT8; MaskRCNN's figures vary run to run).
 #   FULL=1 (`make demo FULL=1`): the quality settings of the shipped specs. DetectNet_v2: 600
-#     images of 960x544, a 480x272 network, the quickstart spec's 8 epochs (96% mAP, 1,332
-#     CPU-seconds) and the retrain spec's 12. MaskRCNN: 600 images of 960x544 and the quickstart and retrain specs as shipped (300 steps each; about 40 minutes each).
+#     images of 960x544, a 480x272 network, the quickstart spec's 6 epochs (94.5% mAP, 7.8
+#     minutes of training on 2 idle cores) and the retrain spec's 12. MaskRCNN: 600 images of 960x544 and the quickstart and retrain specs as shipped (300 steps each; about 40 minutes each).
 #
 # Usage: scripts/demo.sh [OUTPUT_DIR]   (default demo_run; a run that exists resumes/reuses steps)
 #        DEMO_MODELS="mask_rcnn" scripts/demo.sh   runs one model's part only

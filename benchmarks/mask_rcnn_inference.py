@@ -70,6 +70,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from _peak import fraction, load_average, measure_peaks, merge, onnx_conv_flops, peak_lines  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+#: Rows of the files exported as before the exact rewrites (gather ROIAlign, stem Pad kept).
+BEFORE_FP32 = "ORT FP32 before (gathers, Pad)"
+BEFORE_TRUNK_INT8 = "trunk INT8 CPU before (Pad kept)"
 SPECS = {"resnet50": REPO / "specs" / "mask_rcnn" / "default_train.txt",
          "quickstart": REPO / "specs" / "mask_rcnn" / "quickstart_train.txt"}
 PEER_PACKAGE = "tf-models-official"
@@ -285,8 +288,8 @@ def _export_worker(model_path: str, folder: str, threads: int) -> None:
 
     import tltk.mask_rcnn.model  # noqa: F401 - registers the layers
     from tltk.export.calibration import activation_tensor_names, calibrate_onnx
-    from tltk.export.cpu_int8 import optimized_node_counts, write_cpu_int8_onnx
-    from tltk.export.onnx_export import export_keras_to_onnx
+    from tltk.export.cpu_int8 import optimized_node_counts, quantize_for_cpu, write_cpu_int8_onnx
+    from tltk.export.onnx_export import convert_keras_to_onnx, export_keras_to_onnx, save_onnx
     from tltk.export.qdq import write_qdq_onnx
     from tltk.mask_rcnn.model import INPUT_NAME, ONNX_OUTPUT_NAMES
     from tltk.modelfile.container import load_keras_model
@@ -305,9 +308,21 @@ def _export_worker(model_path: str, folder: str, threads: int) -> None:
     onnx.utils.extract_model(fp32, trunk, [INPUT_NAME], outputs)
     write_qdq_onnx(trunk, ranges, os.path.join(folder, "trunk_int8_qdq.onnx"))
     write_cpu_int8_onnx(trunk, ranges, os.path.join(folder, "trunk_int8_cpu.onnx"))
+    # before issue 15/19's rewrites: the converter's gather ROIAligns and the stem's Pad kept, calibrated on
+    # that graph, CPU INT8 placed without folding the Pad
+    before = os.path.join(folder, "model_before.onnx")
+    save_onnx(convert_keras_to_onnx(network, INPUT_NAME, ONNX_OUTPUT_NAMES, native_roi_align=False,
+                                    fold_pads=False), before)
+    trunk_before = os.path.join(folder, "trunk_before.onnx")
+    onnx.utils.extract_model(before, trunk_before, [INPUT_NAME], trunk_outputs(onnx.load(before)))
+    ranges_before = calibrate_onnx(before, calibration, tensor_names=activation_tensor_names(onnx.load(before),
+                                                                                             "network"),
+                                   images_per_run=1)
+    save_onnx(quantize_for_cpu(onnx.load(trunk_before), ranges_before, fold_pads=False)[0],
+              os.path.join(folder, "trunk_before_int8_cpu.onnx"))
     counts = {name: optimized_node_counts(os.path.join(folder, name))
               for name in ("model_int8_qdq.onnx", "model_int8_cpu.onnx", "trunk_int8_qdq.onnx",
-                           "trunk_int8_cpu.onnx")}
+                           "trunk_int8_cpu.onnx", "trunk_before_int8_cpu.onnx")}
     Path(folder, "report.json").write_text(json.dumps({"parity": report.parity_max_abs_diff, "counts": counts,
                                                        "trunk_outputs": len(outputs)}))
 
@@ -341,11 +356,15 @@ def _print_table(title: str, times: dict[str, tuple[list[float], list[float]]], 
     return stats
 
 
-def _before_after(title: str, before: tuple[float, float], after: tuple[float, float], fp32_ms: float) -> None:
-    print(f"{title} (before: Q/DQ, TensorRT placement; after: CPU INT8)")
+def _before_after(title: str, before: tuple[float, float], after: tuple[float, float], fp32_ms: float,
+                  kinds: str = "before: Q/DQ, TensorRT placement; after: CPU INT8",
+                  peer_ms: float | None = None) -> None:
+    print(f"{title} ({kinds})")
     print(f"{'':<20}{'before':>10}{'after':>10}{'after/before':>14}")
     print(f"{'b1 ms':<20}{before[0]:>10.1f}{after[0]:>10.1f}{after[0] / before[0]:>13.2f}x")
     print(f"{'b1 vs ORT FP32':<20}{before[0] / fp32_ms:>9.2f}x{after[0] / fp32_ms:>9.2f}x")
+    if peer_ms:
+        print(f"{'b1 vs Model Garden':<20}{before[0] / peer_ms:>9.2f}x{after[0] / peer_ms:>9.2f}x")
     print(f"{'b4 img/s':<20}{before[1]:>10.2f}{after[1]:>10.2f}{after[1] / before[1]:>13.2f}x")
 
 
@@ -360,10 +379,11 @@ def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | 
     x4 = synthetic_images(task, 4, 2)
     load_before = load_average()
     peaks_before = measure_peaks()
-    labels = {"model.onnx": "ONNX Runtime FP32", "model_int8_qdq.onnx": "ORT INT8 Q/DQ (TensorRT placement)",
-              "model_int8_cpu.onnx": "ORT INT8 CPU"}
-    trunk_labels = {"trunk.onnx": "trunk ORT FP32", "trunk_int8_qdq.onnx": "trunk INT8 Q/DQ (TensorRT placement)",
-                    "trunk_int8_cpu.onnx": "trunk INT8 CPU"}
+    labels = {"model.onnx": "ONNX Runtime FP32", "model_before.onnx": BEFORE_FP32,
+              "model_int8_qdq.onnx": "ORT INT8 Q/DQ (TensorRT placement)", "model_int8_cpu.onnx": "ORT INT8 CPU"}
+    trunk_labels = {"trunk.onnx": "trunk ORT FP32", "trunk_before.onnx": "trunk FP32 before (Pad)",
+                    "trunk_int8_qdq.onnx": "trunk INT8 Q/DQ (TensorRT placement)",
+                    "trunk_int8_cpu.onnx": "trunk INT8 CPU", "trunk_before_int8_cpu.onnx": BEFORE_TRUNK_INT8}
     with tempfile.TemporaryDirectory(prefix="tltk-bench-") as tmp:
         model_path = os.path.join(tmp, "model.tlt")
         save_keras_model(model_path, network, {"model_kind": "mask_rcnn"})
@@ -434,6 +454,12 @@ def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | 
                   stats[labels["model_int8_cpu.onnx"]], stats["ONNX Runtime FP32"][0])
     _before_after("before/after, trunk", trunk_stats[trunk_labels["trunk_int8_qdq.onnx"]],
                   trunk_stats[trunk_labels["trunk_int8_cpu.onnx"]], trunk_stats["trunk ORT FP32"][0])
+    _before_after("FP32 export before/after (native RoiAlign, Pad folded)", stats[BEFORE_FP32],
+                  stats["ONNX Runtime FP32"], stats["ONNX Runtime FP32"][0],
+                  kinds="before: gather ROIAligns and stem Pad; after: this export", peer_ms=peer_ms)
+    _before_after("CPU INT8 trunk before/after (stem Pad folded into MaxPool)", trunk_stats[BEFORE_TRUNK_INT8],
+                  trunk_stats[trunk_labels["trunk_int8_cpu.onnx"]], trunk_stats["trunk ORT FP32"][0],
+                  kinds="before: Pad kept, stem conv float; after: stem on integers")
 
 
 def main() -> None:

@@ -147,3 +147,36 @@ def test_tensorrt_problems_names_each_limit() -> None:
     problems = tensorrt_problems(model)
     assert any("Loop node 'loop'" in p and "control-flow" in p for p in problems)
     assert any("custom domain 'com.example'" in p for p in problems)
+
+
+def _stem(pad_source: str) -> onnx.ModelProto:
+    """``x -> [Relu] -> Pad(1, zeros) -> MaxPool 3x3/2`` (ResNet's stem pooling, as tf2onnx writes it)."""
+    nodes = [helper.make_node("Relu", ["x"], ["relu"]),
+             helper.make_node("Pad", [pad_source, "pads"], ["padded"], mode="constant"),
+             helper.make_node("MaxPool", ["padded"], ["y"], kernel_shape=[3, 3], strides=[2, 2])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 9, 8])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 5, 4])],
+                  [_const("pads", [0, 0, 1, 1, 0, 0, 1, 1])])
+
+
+def test_zero_pad_of_a_relu_output_folds_into_maxpool_exactly() -> None:
+    from tltk.export.onnx_passes import fold_pad_into_maxpool
+
+    x = np.random.default_rng(0).normal(size=(2, 2, 9, 8)).astype(np.float32)
+    model = _stem("relu")
+    before = _run(model, x=x)[0]
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    assert len(fold_pad_into_maxpool(folded.graph)) == 1
+    onnx.checker.check_model(folded)
+    assert [n.op_type for n in folded.graph.node] == ["Relu", "MaxPool"]
+    pool = folded.graph.node[1]
+    assert list(next(a for a in pool.attribute if a.name == "pads").ints) == [1, 1, 1, 1]
+    np.testing.assert_array_equal(_run(folded, x=x)[0], before)
+    # hand-worked corner: window rows/cols {-1, 0, 1} of the zero-padded map = max of the 2x2 real cells
+    np.testing.assert_array_equal(before[:, :, 0, 0], np.maximum(x, 0)[:, :, :2, :2].max(axis=(2, 3)))
+
+    # a tensor that may be negative: zeros would win over negative cells, MaxPool's padding would not
+    signed = _stem("x")
+    assert fold_pad_into_maxpool(signed.graph) == []
+    assert [n.op_type for n in signed.graph.node] == ["Relu", "Pad", "MaxPool"]

@@ -23,6 +23,11 @@ want, from the same :class:`~tltk.export.calibration_cache.ActivationRanges`:
 * weights are **int8**, symmetric, one scale per output channel (as in the Q/DQ model); Conv
   and Gemm biases become int32 with ``scale = activation scale x weight scale``.
 
+Before placing, a zero ``Pad`` between a ReLU and a ``MaxPool`` (ResNet's stem) is folded into
+the pooling (exact: :func:`tltk.export.onnx_passes.fold_pad_into_maxpool`); otherwise the stem
+convolution's output reaches the pooling through an operator that is not quantized and the
+stem stays float.
+
 ONNX Runtime (CPU) fuses this into ``QLinearConv``/``QLinearAdd``/``QLinearMatMul``; TensorRT
 should keep using the Q/DQ model (it wants int8 activations, zero point 0).
 """
@@ -38,6 +43,7 @@ import numpy as np
 
 from tltk.errors import UsageError
 from tltk.export.calibration_cache import ActivationRanges
+from tltk.export.onnx_passes import fold_pad_into_maxpool, non_negative_tensors
 from tltk.export.qdq import MIN_QDQ_OPSET, _quantize_weight, _safe, _slots, splice_quantization
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -50,15 +56,6 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 #: Data operators whose inputs and outputs are quantized, so ONNX Runtime runs them on integers.
 DATA_OPS = ("Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize")
-
-#: Operators whose output is non-negative whatever their input.
-_NON_NEGATIVE_OPS = frozenset({"Relu", "Sigmoid"})
-
-#: Operators whose output is non-negative when their (first / every) data input is.
-_SIGN_PRESERVING_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat",
-                                  "Resize", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity",
-                                  "Slice", "Split"})
-
 
 @dataclass
 class CpuInt8Summary:
@@ -115,12 +112,16 @@ def write_cpu_int8_onnx(
     return out, summary
 
 
-def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges) -> tuple[onnx.ModelProto, CpuInt8Summary]:
+def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
+                     fold_pads: bool = True) -> tuple[onnx.ModelProto, CpuInt8Summary]:
     """Insert ONNX Runtime-placed uint8/int8 Q/DQ nodes in a copy of ``model`` (rules: module docstring).
 
     Args:
         model: FP32 model (not modified).
         ranges: activation ranges keyed by ONNX tensor name.
+        fold_pads: first fold zero ``Pad`` nodes before ``MaxPool`` into the pooling
+            (:func:`tltk.export.onnx_passes.fold_pad_into_maxpool`, exact), so ResNet's stem
+            convolution runs on integers; False keeps them (for comparisons).
 
     Returns:
         ``(quantized_model, summary)``.
@@ -138,6 +139,8 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges) -> tuple[
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
+    if fold_pads:  # exports since the pass already come folded; older FP32 files are folded here
+        fold_pad_into_maxpool(graph)
     initializers = {i.name: i for i in graph.initializer}
     graph_outputs = {o.name for o in graph.output}
     graph_inputs = {i.name for i in graph.input}
@@ -206,14 +209,8 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges) -> tuple[
             if users[0].output[0] not in wanted:
                 wanted.append(users[0].output[0])
 
-    # 3. signs (graph order: producers come first)
-    non_negative: set[str] = set()
-    for node in graph.node:
-        data_in = [t for t in node.input if t and t not in initializers]
-        if node.op_type in _NON_NEGATIVE_OPS or (
-                node.op_type in _SIGN_PRESERVING_OPS and data_in
-                and all(t in non_negative for t in (data_in[:1] if node.op_type != "Concat" else data_in))):
-            non_negative.update(node.output)
+    # 3. signs
+    non_negative = non_negative_tensors(graph)
 
     params: dict[str, tuple[float, int]] = {}
     new_inits: list[onnx.TensorProto] = []
@@ -285,8 +282,6 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges) -> tuple[
     splice_quantization(graph, weight_nodes, pair_nodes, [t for t in pair_nodes if t in graph_inputs], new_inits)
     out.producer_name = "tltk"
     return out, summary
-
-
 
 
 def optimized_node_counts(model: str | os.PathLike[str] | bytes,

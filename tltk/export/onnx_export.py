@@ -8,7 +8,10 @@ refer to (DetectNet_v2: input ``input_1``, outputs ``output_cov/Sigmoid`` and
 (:func:`tltk.export.onnx_passes.fold_constants`: TensorRT's parser needs every ``TopK`` ``K`` and
 NMS parameter as an initializer), opset imports no node uses are dropped, the batch dimension is
 given the symbolic name ``batch``, the model is checked with ``onnx.checker`` and written
-atomically (temporary file, fsync, rename).  What TensorRT's parser would still refuse is logged
+atomically (temporary file, fsync, rename).  Two exact rewrites make the graph cheaper to run:
+MaskRCNN's gather-based multilevel ROIAligns become ONNX ``RoiAlign`` nodes
+(:mod:`tltk.export.roi_align_onnx`, opset 16+) and a zero ``Pad`` before ``MaxPool`` becomes the
+pooling's padding (:func:`tltk.export.onnx_passes.fold_pad_into_maxpool`).  What TensorRT's parser would still refuse is logged
 as a warning and listed in the report (:func:`tltk.export.onnx_passes.tensorrt_problems`).
 
 An output path ending in ``.etlt`` writes the legacy TAO container instead: the ONNX bytes
@@ -240,8 +243,16 @@ def convert_keras_to_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
     static_batch_size: int = 1,
+    native_roi_align: bool = True,
+    fold_pads: bool = True,
 ) -> onnx.ModelProto:
     """Convert in memory (no file written); see :func:`export_keras_to_onnx` for the arguments.
+
+    The two exact speed rewrites can be switched off for comparisons (benchmarks, tests):
+    ``native_roi_align=False`` keeps MaskRCNN's multilevel ROIAligns as the converter writes them
+    (gathers) instead of ONNX ``RoiAlign`` (:mod:`tltk.export.roi_align_onnx`);
+    ``fold_pads=False`` keeps zero ``Pad`` nodes before ``MaxPool``
+    (:func:`tltk.export.onnx_passes.fold_pad_into_maxpool`).
 
     Returns:
         The checked ``onnx.ModelProto``; its outputs are in the order of ``model.outputs``.
@@ -250,7 +261,10 @@ def convert_keras_to_onnx(
     import tensorflow as tf
     import tf2onnx
 
-    from tltk.export.onnx_passes import fold_constants
+    from tltk.export.onnx_passes import fold_constants, fold_pad_into_maxpool
+    from tltk.export.roi_align_onnx import MIN_OPSET as ROI_ALIGN_MIN_OPSET
+    from tltk.export.roi_align_onnx import native_roi_align as replace_roi_align
+    from tltk.export.roi_align_onnx import roi_align_taps
 
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         raise InvalidInputError(
@@ -262,16 +276,33 @@ def convert_keras_to_onnx(
     signature = (tf.TensorSpec((batch, *chw), tf.float32, name=input_name),)
     for noisy in ("tf2onnx", "tensorflow"):
         logging.getLogger(noisy).setLevel(max(logging.getLogger(noisy).level, logging.WARNING))
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    keras_names = list(model.output_names)
+    taps, extra = roi_align_taps(model) if native_roi_align and opset >= ROI_ALIGN_MIN_OPSET else ([], {})
+    if taps:  # convert a twin that also outputs the tensors around each multilevel ROIAlign
+        import keras
+
+        twin = keras.Model(model.inputs, list(model.outputs) + list(extra.values()))
+        proto, _ = tf2onnx.convert.from_keras(twin, input_signature=signature, opset=opset)
+        graph_outputs = [o.name for o in proto.graph.output]
+        if len(graph_outputs) != len(keras_names) + len(extra):
+            raise RuntimeError(f"tf2onnx returned {len(graph_outputs)} outputs, expected "
+                               f"{len(keras_names) + len(extra)}")
+        # the twin's outputs by position: the model's, then the taps
+        rename_tensors(proto, {**dict(zip(graph_outputs, keras_names, strict=False)),
+                               **dict(zip(graph_outputs[len(keras_names):], extra, strict=True))})
+        replace_roi_align(proto, taps)
+    else:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
 
     graph_outputs = [o.name for o in proto.graph.output]
-    keras_names = list(model.output_names)
     if graph_outputs != keras_names:
         raise RuntimeError(f"tf2onnx returned outputs {graph_outputs}, expected {keras_names}")
     mapping = {proto.graph.input[0].name: input_name}
     mapping.update({keras_names[i]: new for i, new in renames.items()})
     rename_tensors(proto, mapping)
     fold_constants(proto)
+    if fold_pads:
+        fold_pad_into_maxpool(proto.graph)
     used_domains = {node.domain for node in proto.graph.node}
     kept_opsets = [o for o in proto.opset_import if o.domain in ("", "ai.onnx") or o.domain in used_domains]
     del proto.opset_import[:]

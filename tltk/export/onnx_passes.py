@@ -20,7 +20,12 @@ pass:
 limit: operators outside the default ONNX domain, control flow and sequence operators,
 ``TopK`` whose ``K`` is not an initializer or is 3840 and above, ``NonMaxSuppression`` whose
 ``max_output_boxes_per_class``, ``iou_threshold`` or ``score_threshold`` is not an initializer,
-or that receives more than 5000 candidate boxes per image (``INMSLayer``'s limit).
+or that receives more than 5000 candidate boxes per image (``INMSLayer``'s limit), ``RoiAlign``
+without an explicit ``sampling_ratio`` (the parser's default, 1, is not ONNX's, 0).
+
+:func:`fold_pad_into_maxpool` is an exact rewrite: a zero ``Pad`` of a non-negative tensor read
+only by ``MaxPool`` becomes the pooling's own ``pads`` (ResNet's stem; it also lets the CPU INT8
+model quantize the stem convolution).
 """
 
 from __future__ import annotations
@@ -53,6 +58,14 @@ _NONDETERMINISTIC = frozenset({"RandomNormal", "RandomNormalLike", "RandomUnifor
 
 #: Operators that pass shape values through and understand partially known ones.
 _SHAPE_VALUE_OPS = frozenset({"Shape", "Slice", "Gather", "Concat", "Squeeze", "Unsqueeze", "Cast", "Identity"})
+
+#: Operators whose output is non-negative whatever their input.
+NON_NEGATIVE_OPS = frozenset({"Relu", "Sigmoid"})
+
+#: Operators whose output is non-negative when their (first / every) data input is.
+SIGN_PRESERVING_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat",
+                                  "Resize", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity",
+                                  "Slice", "Split"})
 
 #: Default largest constant (number of values) the folding pass materialises.
 DEFAULT_MAX_FOLD_ELEMENTS = 1 << 16
@@ -310,6 +323,113 @@ def _prune_dead(nodes: list[Any], outputs: set[str]) -> tuple[list[Any], int]:
         alive = kept
 
 
+# ---- exact rewrites ---------------------------------------------------------------------------------
+
+def non_negative_tensors(graph: onnx.GraphProto) -> set[str]:
+    """Tensors known to be >= 0: outputs of :data:`NON_NEGATIVE_OPS`, and of
+    :data:`SIGN_PRESERVING_OPS` whose data inputs are (graph order: producers come first)."""
+    initializers = {i.name for i in graph.initializer}
+    non_negative: set[str] = set()
+    for node in graph.node:
+        data_in = [t for t in node.input if t and t not in initializers]
+        if node.op_type in NON_NEGATIVE_OPS or (
+                node.op_type in SIGN_PRESERVING_OPS and data_in
+                and all(t in non_negative for t in (data_in[:1] if node.op_type != "Concat" else data_in))):
+            non_negative.update(node.output)
+    return non_negative
+
+
+def fold_pad_into_maxpool(graph: onnx.GraphProto) -> list[str]:
+    """Fold a zero ``Pad`` of a non-negative tensor into the ``MaxPool`` reading it (exact).
+
+    ResNet's stem pads its ReLU output with zeros before the 3x3/2 max pooling (Keras
+    ``ZeroPadding2D`` + ``MaxPool2D``).  The Pad keeps the stem convolution float in the CPU INT8
+    model (its output reaches the pooling through an operator that is not quantized).  Since the
+    padded tensor is >= 0, ``max`` over a window with zeros equals ``max`` over the window with
+    MaxPool's own padding (padded cells ignored), as long as every window keeps a real cell (pads
+    smaller than the kernel): the Pad becomes MaxPool ``pads`` and the stem's Conv -> Relu ->
+    MaxPool runs on integers.
+
+    Folded when: ``Pad`` mode ``constant`` with value 0 (or none), only on the two spatial axes of
+    a 4-D NCHW tensor, no ``axes`` input, every pad below the kernel size; its only consumers are
+    ``MaxPool`` nodes with ``auto_pad`` NOTSET; its input is non-negative (``Relu``/``Sigmoid``
+    output, possibly through pooling/reshaping) and not a graph output.
+
+    Args:
+        graph: edited in place.
+
+    Returns:
+        Names of the Pad nodes folded.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    initializers = {i.name: i for i in graph.initializer}
+    non_negative = non_negative_tensors(graph)
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    folded: list[str] = []
+    removed: set[int] = set()
+    for node in graph.node:
+        if node.op_type != "Pad" or node.input[0] not in non_negative or node.output[0] in outputs:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("mode", b"constant")
+        if (mode.decode() if isinstance(mode, bytes) else mode) != "constant" or len(node.input) > 3:
+            continue
+        if len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        if len(node.input) > 2 and node.input[2]:
+            value = initializers.get(node.input[2])
+            if value is None or float(numpy_helper.to_array(value).reshape(-1)[0]) != 0.0:
+                continue
+        pads = [int(v) for v in numpy_helper.to_array(initializers[node.input[1]]).reshape(-1)]
+        if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+            continue
+        users = consumers.get(node.output[0], [])
+        pools = [u for u in users if u.op_type == "MaxPool"]
+        if not users or len(pools) != len(users):
+            continue
+        spatial = [pads[2], pads[3], pads[6], pads[7]]  # (top, left, bottom, right)
+        ok = True
+        for pool in pools:
+            pool_attrs = {a.name: onnx.helper.get_attribute_value(a) for a in pool.attribute}
+            auto = pool_attrs.get("auto_pad", b"NOTSET")
+            kernel = list(pool_attrs.get("kernel_shape", []))
+            total = [a + b for a, b in zip(pool_pads(pool_attrs), spatial, strict=True)]
+            if (auto.decode() if isinstance(auto, bytes) else auto) != "NOTSET" or len(kernel) != 2 or \
+                    len(pool.output) != 1 or max(total[0], total[2]) >= kernel[0] or \
+                    max(total[1], total[3]) >= kernel[1]:
+                ok = False
+        if not ok:
+            continue
+        for pool in pools:
+            pool_attrs = {a.name: onnx.helper.get_attribute_value(a) for a in pool.attribute}
+            total = [a + b for a, b in zip(pool_pads(pool_attrs), spatial, strict=True)]
+            kept = [a for a in pool.attribute if a.name != "pads"]
+            del pool.attribute[:]
+            pool.attribute.extend(kept)
+            pool.attribute.append(onnx.helper.make_attribute("pads", total))
+            pool.input[0] = node.input[0]
+        removed.add(id(node))
+        folded.append(node.name or node.output[0])
+    if removed:
+        kept_nodes = [n for n in graph.node if id(n) not in removed]
+        del graph.node[:]
+        graph.node.extend(kept_nodes)
+        log.debug("folded %d Pad node(s) into MaxPool: %s", len(folded), folded)
+    return folded
+
+
+def pool_pads(attrs: dict[str, Any]) -> list[int]:
+    """A 2-D pooling node's ``pads`` attribute as (top, left, bottom, right) (zeros when absent)."""
+    pads = list(attrs.get("pads", [])) or [0, 0, 0, 0]
+    return [int(p) for p in pads]
+
+
 # ---- TensorRT parser checks ---------------------------------------------------------------------
 
 def tensorrt_problems(proto: onnx.ModelProto, max_nms_candidates: int = TENSORRT_MAX_NMS_CANDIDATES) -> list[str]:
@@ -345,6 +465,8 @@ def tensorrt_problems(proto: onnx.ModelProto, max_nms_candidates: int = TENSORRT
                 k = int(numpy_helper.to_array(inits[node.input[1]]).reshape(-1)[0])
                 if k >= TENSORRT_MAX_TOPK:
                     problems.append(f"{where}: K = {k} is not below TensorRT's limit {TENSORRT_MAX_TOPK}")
+        if node.op_type == "RoiAlign" and "sampling_ratio" not in {a.name for a in node.attribute}:
+            problems.append(f"{where}: no explicit sampling_ratio (TensorRT's importer uses 1, ONNX's default is 0)")
         if node.op_type == "NonMaxSuppression":
             for index, role in ((2, "max_output_boxes_per_class"), (3, "iou_threshold"), (4, "score_threshold")):
                 if len(node.input) > index and node.input[index] and node.input[index] not in inits:
@@ -358,5 +480,6 @@ def tensorrt_problems(proto: onnx.ModelProto, max_nms_candidates: int = TENSORRT
     return problems
 
 
-__all__ = ["DEFAULT_MAX_FOLD_ELEMENTS", "FORBIDDEN_OPS", "FoldReport", "TENSORRT_MAX_NMS_CANDIDATES",
-           "TENSORRT_MAX_TOPK", "fold_constants", "tensorrt_problems"]
+__all__ = ["DEFAULT_MAX_FOLD_ELEMENTS", "FORBIDDEN_OPS", "NON_NEGATIVE_OPS", "SIGN_PRESERVING_OPS", "FoldReport",
+           "TENSORRT_MAX_NMS_CANDIDATES", "TENSORRT_MAX_TOPK", "fold_constants", "fold_pad_into_maxpool",
+           "non_negative_tensors", "pool_pads", "tensorrt_problems"]

@@ -71,7 +71,7 @@ from _peak import fraction, load_average, measure_peaks, merge, onnx_conv_flops,
 
 REPO = Path(__file__).resolve().parents[1]
 #: Rows of the files exported as before the exact rewrites (gather ROIAlign, stem Pad kept).
-BEFORE_FP32 = "ORT FP32 before (gathers, Pad)"
+BEFORE_FP32 = "ORT FP32 before (no rewrites)"
 BEFORE_TRUNK_INT8 = "trunk INT8 CPU before (Pad kept)"
 SPECS = {"resnet50": REPO / "specs" / "mask_rcnn" / "default_train.txt",
          "quickstart": REPO / "specs" / "mask_rcnn" / "quickstart_train.txt"}
@@ -308,11 +308,11 @@ def _export_worker(model_path: str, folder: str, threads: int) -> None:
     onnx.utils.extract_model(fp32, trunk, [INPUT_NAME], outputs)
     write_qdq_onnx(trunk, ranges, os.path.join(folder, "trunk_int8_qdq.onnx"))
     write_cpu_int8_onnx(trunk, ranges, os.path.join(folder, "trunk_int8_cpu.onnx"))
-    # before issue 15/19's rewrites: the converter's gather ROIAligns and the stem's Pad kept, calibrated on
+    # before issue 15/19's rewrites: the converter's graph (Mul/ReduceSum ROIAlign blend, CHW transpose before
+    # fc6, the stem's Pad), calibrated on
     # that graph, CPU INT8 placed without folding the Pad
     before = os.path.join(folder, "model_before.onnx")
-    save_onnx(convert_keras_to_onnx(network, INPUT_NAME, ONNX_OUTPUT_NAMES, native_roi_align=False,
-                                    fold_pads=False), before)
+    save_onnx(convert_keras_to_onnx(network, INPUT_NAME, ONNX_OUTPUT_NAMES, rewrites=False), before)
     trunk_before = os.path.join(folder, "trunk_before.onnx")
     onnx.utils.extract_model(before, trunk_before, [INPUT_NAME], trunk_outputs(onnx.load(before)))
     ranges_before = calibrate_onnx(before, calibration, tensor_names=activation_tensor_names(onnx.load(before),
@@ -454,9 +454,9 @@ def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | 
                   stats[labels["model_int8_cpu.onnx"]], stats["ONNX Runtime FP32"][0])
     _before_after("before/after, trunk", trunk_stats[trunk_labels["trunk_int8_qdq.onnx"]],
                   trunk_stats[trunk_labels["trunk_int8_cpu.onnx"]], trunk_stats["trunk ORT FP32"][0])
-    _before_after("FP32 export before/after (native RoiAlign, Pad folded)", stats[BEFORE_FP32],
+    _before_after("FP32 export before/after (MatMul blend, fc6 rows, Pad folded)", stats[BEFORE_FP32],
                   stats["ONNX Runtime FP32"], stats["ONNX Runtime FP32"][0],
-                  kinds="before: gather ROIAligns and stem Pad; after: this export", peer_ms=peer_ms)
+                  kinds="before: the converter's graph; after: with the exact rewrites", peer_ms=peer_ms)
     _before_after("CPU INT8 trunk before/after (stem Pad folded into MaxPool)", trunk_stats[BEFORE_TRUNK_INT8],
                   trunk_stats[trunk_labels["trunk_int8_cpu.onnx"]], trunk_stats["trunk ORT FP32"][0],
                   kinds="before: Pad kept, stem conv float; after: stem on integers")

@@ -180,3 +180,44 @@ def test_zero_pad_of_a_relu_output_folds_into_maxpool_exactly() -> None:
     signed = _stem("x")
     assert fold_pad_into_maxpool(signed.graph) == []
     assert [n.op_type for n in signed.graph.node] == ["Relu", "Pad", "MaxPool"]
+
+
+def test_weighted_sum_of_gathered_neighbours_becomes_one_matmul() -> None:
+    from tltk.export.onnx_passes import weighted_sums_to_matmul
+
+    nodes = [helper.make_node("Mul", ["values", "weights"], ["products"]),
+             helper.make_node("ReduceSum", ["products", "axis"], ["y"], keepdims=0)]
+    model = _model(nodes, [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["batch", 3, 4, 5]),
+                           helper.make_tensor_value_info("weights", TensorProto.FLOAT, ["batch", 3, 4, 1])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 5])], [_const("axis", [2])])
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    weights = rng.random((2, 3, 4, 1)).astype(np.float32)
+    assert len(weighted_sums_to_matmul(model)) == 1
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Transpose", "MatMul", "Squeeze"]
+    got = _run(model, values=values, weights=weights)[0]
+    # sum over the 4 neighbours of weight x value, per channel
+    np.testing.assert_allclose(got, (values * weights).sum(axis=2), rtol=1e-6, atol=1e-6)
+
+
+def test_transpose_before_a_flatten_and_matmul_folds_into_the_weight_rows() -> None:
+    from tltk.export.onnx_passes import fold_transpose_into_matmul
+
+    rng = np.random.default_rng(2)
+    weight = rng.normal(size=(5 * 3 * 4, 7)).astype(np.float32)  # rows in (C=5, H=3, W=4) order
+    nodes = [helper.make_node("Transpose", ["x"], ["chw"], perm=[0, 3, 1, 2]),  # [B, H, W, C] -> [B, C, H, W]
+             helper.make_node("Reshape", ["chw", "flat"], ["flat_x"]),
+             helper.make_node("MatMul", ["flat_x", "w"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 7])],
+                   [_const("flat", [2, 60]), numpy_helper.from_array(weight, "w")])
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    want = x.transpose(0, 3, 1, 2).reshape(2, 60) @ weight
+    assert len(fold_transpose_into_matmul(model)) == 1
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Reshape", "MatMul"]
+    rows = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name.startswith("w/")))
+    # row (h, w, c) of the new weight is row (c, h, w) of the old one
+    np.testing.assert_array_equal(rows[(1 * 4 + 2) * 5 + 3], weight[(3 * 3 + 1) * 4 + 2])
+    np.testing.assert_allclose(_run(model, x=x)[0], want, rtol=1e-5, atol=1e-5)

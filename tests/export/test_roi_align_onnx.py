@@ -1,4 +1,6 @@
-"""MaskRCNN's multilevel ROIAlign exported as one ONNX ``RoiAlign`` (tltk.export.roi_align_onnx).
+"""MaskRCNN's multilevel ROIAlign in exported graphs: the default MatMul blend
+(tltk.export.onnx_passes.weighted_sums_to_matmul) and the native ONNX ``RoiAlign``
+(tltk.export.roi_align_onnx, ``native_roi_align=True``).
 
 Hand-worked: FPN maps that are linear ramps (channel 0 = row, channel 1 = column, plus a
 per-image constant) make every bilinear sample equal its own position, so TAO's result is known
@@ -96,11 +98,14 @@ def test_native_roi_align_gives_tao_s_samples() -> None:
     expected = _expected(offsets)
     np.testing.assert_allclose(model.predict_on_batch(images)["crops"], expected, atol=2e-4)
 
-    native = convert_keras_to_onnx(model, "Input", {})
-    gathers = convert_keras_to_onnx(model, "Input", {}, native_roi_align=False)
+    native = convert_keras_to_onnx(model, "Input", {}, native_roi_align=True)
+    blend = convert_keras_to_onnx(model, "Input", {})  # the default: gathers blended by one MatMul
+    converted = convert_keras_to_onnx(model, "Input", {}, rewrites=False)  # Mul + ReduceSum
     ops = [node.op_type for node in native.graph.node]
     assert ops.count("RoiAlign") == 1 and "ReduceSum" not in ops
-    assert "RoiAlign" not in [node.op_type for node in gathers.graph.node]
+    blend_ops = [node.op_type for node in blend.graph.node]
+    assert "RoiAlign" not in blend_ops and "ReduceSum" not in blend_ops and blend_ops.count("MatMul") == 1
+    assert "ReduceSum" in [node.op_type for node in converted.graph.node]
     roi_align = next(node for node in native.graph.node if node.op_type == "RoiAlign")
     attrs = {a.name: a for a in roi_align.attribute}
     assert attrs["sampling_ratio"].i == 1 and attrs["coordinate_transformation_mode"].s == b"half_pixel"
@@ -113,13 +118,15 @@ def test_native_roi_align_gives_tao_s_samples() -> None:
     got = _run(native, images)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=2e-4)
-    np.testing.assert_allclose(got, _run(gathers, images), atol=2e-4)
+    for other in (blend, converted):
+        np.testing.assert_allclose(_run(other, images), expected, atol=2e-4)
     # a batch of one through the dynamic batch
     np.testing.assert_allclose(_run(native, images[1:2]), expected[1:2], atol=2e-4)
+    np.testing.assert_allclose(_run(blend, images[1:2]), expected[1:2], atol=2e-4)
 
 
 def test_opset_15_keeps_the_gathers() -> None:
-    proto = convert_keras_to_onnx(_model(), "Input", {}, opset=15)
+    proto = convert_keras_to_onnx(_model(), "Input", {}, opset=15, native_roi_align=True)
     assert "RoiAlign" not in [node.op_type for node in proto.graph.node]
     images, offsets = _images()
     np.testing.assert_allclose(_run(proto, images), _expected(offsets), atol=2e-4)
@@ -132,26 +139,35 @@ tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny)
 
 
-def test_mask_rcnn_graph_with_native_roi_align_equals_the_gather_graph() -> None:
+def test_mask_rcnn_rewritten_graphs_equal_the_converted_graph() -> None:
     from tltk.mask_rcnn.model import INPUT_NAME, ONNX_OUTPUT_NAMES, build_mask_rcnn
 
     params = tiny.tiny_params()
     inference, _ = build_mask_rcnn(params)
-    native = convert_keras_to_onnx(inference, INPUT_NAME, ONNX_OUTPUT_NAMES)
-    gathers = convert_keras_to_onnx(inference, INPUT_NAME, ONNX_OUTPUT_NAMES, native_roi_align=False)
+    blend = convert_keras_to_onnx(inference, INPUT_NAME, ONNX_OUTPUT_NAMES)
+    native = convert_keras_to_onnx(inference, INPUT_NAME, ONNX_OUTPUT_NAMES, native_roi_align=True)
+    converted = convert_keras_to_onnx(inference, INPUT_NAME, ONNX_OUTPUT_NAMES, rewrites=False)
     ops = [node.op_type for node in native.graph.node]
     assert ops.count("RoiAlign") == 2  # box head (7x7) and mask head (14x14)
     assert "ReduceSum" not in ops and "Transpose" not in [
         n.op_type for n in native.graph.node if n.name.startswith("tltk_roi_align")]  # layouts cancel
-    assert tensorrt_problems(native) == []
-    assert [o.name for o in native.graph.output] == ["generate_detections", "mask_fcn_logits/BiasAdd"]
+    blend_ops = [node.op_type for node in blend.graph.node]
+    assert "ReduceSum" not in blend_ops and "Pad" in [n.op_type for n in converted.graph.node]
+    # the stem's Pad is folded into MaxPool; the box head's CHW transpose into fc6's rows
+    assert not [n for n in blend.graph.node if n.op_type == "Pad" and "pool1_pad" in n.name]
+    assert not [n for n in blend.graph.node if "box_head_chw" in n.name]
+    assert [n for n in converted.graph.node if "box_head_chw" in n.name]
+    for proto in (blend, native):
+        assert tensorrt_problems(proto) == []
+        assert [o.name for o in proto.graph.output] == ["generate_detections", "mask_fcn_logits/BiasAdd"]
 
     images, _ = tiny.synthetic_batch(params, batch=3)
     sessions = [ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"])
-                for p in (native, gathers)]
-    (det, masks), (det_ref, masks_ref) = (s.run(None, {INPUT_NAME: images}) for s in sessions)
-    assert np.any(det[..., 5] > 0)
-    np.testing.assert_allclose(det, det_ref, atol=1e-4)
-    np.testing.assert_allclose(masks, masks_ref, atol=1e-4)
+                for p in (blend, native, converted)]
+    (det, masks), (det_n, masks_n), (det_ref, masks_ref) = (s.run(None, {INPUT_NAME: images}) for s in sessions)
+    assert np.any(det_ref[..., 5] > 0)
+    for d, m in ((det, masks), (det_n, masks_n)):
+        np.testing.assert_allclose(d, det_ref, atol=1e-4)
+        np.testing.assert_allclose(m, masks_ref, atol=1e-4)
     keras_out = inference.predict_on_batch(images)
     np.testing.assert_allclose(det, keras_out["generate_detections"], atol=1e-3)

@@ -8,10 +8,11 @@ refer to (DetectNet_v2: input ``input_1``, outputs ``output_cov/Sigmoid`` and
 (:func:`tltk.export.onnx_passes.fold_constants`: TensorRT's parser needs every ``TopK`` ``K`` and
 NMS parameter as an initializer), opset imports no node uses are dropped, the batch dimension is
 given the symbolic name ``batch``, the model is checked with ``onnx.checker`` and written
-atomically (temporary file, fsync, rename).  Two exact rewrites make the graph cheaper to run:
-MaskRCNN's gather-based multilevel ROIAligns become ONNX ``RoiAlign`` nodes
-(:mod:`tltk.export.roi_align_onnx`, opset 16+) and a zero ``Pad`` before ``MaxPool`` becomes the
-pooling's padding (:func:`tltk.export.onnx_passes.fold_pad_into_maxpool`).  What TensorRT's parser would still refuse is logged
+atomically (temporary file, fsync, rename).  Exact rewrites make the graph cheaper to run
+(:func:`convert_keras_to_onnx`'s ``rewrites``): MaskRCNN's ROIAlign blend becomes a MatMul, its
+box head's CHW flatten is folded into ``fc6``'s weights and the stem's zero ``Pad`` into
+``MaxPool``; MaskRCNN's ROIAligns can also be written as ONNX ``RoiAlign``
+(``native_roi_align``, :mod:`tltk.export.roi_align_onnx`).  What TensorRT's parser would still refuse is logged
 as a warning and listed in the report (:func:`tltk.export.onnx_passes.tensorrt_problems`).
 
 An output path ending in ``.etlt`` writes the legacy TAO container instead: the ONNX bytes
@@ -243,16 +244,23 @@ def convert_keras_to_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
     static_batch_size: int = 1,
-    native_roi_align: bool = True,
-    fold_pads: bool = True,
+    rewrites: bool = True,
+    native_roi_align: bool = False,
 ) -> onnx.ModelProto:
     """Convert in memory (no file written); see :func:`export_keras_to_onnx` for the arguments.
 
-    The two exact speed rewrites can be switched off for comparisons (benchmarks, tests):
-    ``native_roi_align=False`` keeps MaskRCNN's multilevel ROIAligns as the converter writes them
-    (gathers) instead of ONNX ``RoiAlign`` (:mod:`tltk.export.roi_align_onnx`);
-    ``fold_pads=False`` keeps zero ``Pad`` nodes before ``MaxPool``
-    (:func:`tltk.export.onnx_passes.fold_pad_into_maxpool`).
+    ``rewrites`` applies the exact speed rewrites of :mod:`tltk.export.onnx_passes` after
+    constant folding (False: the converter's graph, for comparisons):
+    :func:`~tltk.export.onnx_passes.weighted_sums_to_matmul` (the gather ROIAlign's
+    Mul/ReduceSum blend becomes one MatMul), :func:`~tltk.export.onnx_passes.fold_transpose_into_matmul`
+    (the box head's CHW flatten folded into ``fc6``'s weights) and
+    :func:`~tltk.export.onnx_passes.fold_pad_into_maxpool` (the stem's Pad).
+    ``native_roi_align=True`` replaces MaskRCNN's multilevel ROIAligns by ONE ONNX ``RoiAlign``
+    on a packed FPN canvas instead (:mod:`tltk.export.roi_align_onnx`, opset 16+): what
+    TensorRT maps to its ROIAlign plugin; on ONNX Runtime's CPU (one thread) the whole quickstart
+    model (256x448, 300 ROIs) took 0.98x the MatMul blend's time, but a graph of the box ROIAlign
+    alone at ResNet-50's 832x1344 (1000 ROIs) 2.8x (its per-channel NCHW kernel), so it is not the
+    default.
 
     Returns:
         The checked ``onnx.ModelProto``; its outputs are in the order of ``model.outputs``.
@@ -261,7 +269,12 @@ def convert_keras_to_onnx(
     import tensorflow as tf
     import tf2onnx
 
-    from tltk.export.onnx_passes import fold_constants, fold_pad_into_maxpool
+    from tltk.export.onnx_passes import (
+        fold_constants,
+        fold_pad_into_maxpool,
+        fold_transpose_into_matmul,
+        weighted_sums_to_matmul,
+    )
     from tltk.export.roi_align_onnx import MIN_OPSET as ROI_ALIGN_MIN_OPSET
     from tltk.export.roi_align_onnx import native_roi_align as replace_roi_align
     from tltk.export.roi_align_onnx import roi_align_taps
@@ -301,7 +314,9 @@ def convert_keras_to_onnx(
     mapping.update({keras_names[i]: new for i, new in renames.items()})
     rename_tensors(proto, mapping)
     fold_constants(proto)
-    if fold_pads:
+    if rewrites:
+        weighted_sums_to_matmul(proto)
+        fold_transpose_into_matmul(proto)
         fold_pad_into_maxpool(proto.graph)
     used_domains = {node.domain for node in proto.graph.node}
     kept_opsets = [o for o in proto.opset_import if o.domain in ("", "ai.onnx") or o.domain in used_domains]

@@ -373,7 +373,7 @@ def fold_pad_into_maxpool(graph: onnx.GraphProto) -> list[str]:
     outputs = {o.name for o in graph.output}
     folded: list[str] = []
     removed: set[int] = set()
-    for node in graph.node:
+    for index, node in enumerate(graph.node):  # (by index: protobuf wrappers' id() can be reused)
         if node.op_type != "Pad" or node.input[0] not in non_negative or node.output[0] in outputs:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -414,10 +414,10 @@ def fold_pad_into_maxpool(graph: onnx.GraphProto) -> list[str]:
             pool.attribute.extend(kept)
             pool.attribute.append(onnx.helper.make_attribute("pads", total))
             pool.input[0] = node.input[0]
-        removed.add(id(node))
+        removed.add(index)
         folded.append(node.name or node.output[0])
     if removed:
-        kept_nodes = [n for n in graph.node if id(n) not in removed]
+        kept_nodes = [n for i, n in enumerate(graph.node) if i not in removed]
         del graph.node[:]
         graph.node.extend(kept_nodes)
         used = _used_tensors(kept_nodes, outputs)
@@ -468,7 +468,7 @@ def weighted_sums_to_matmul(proto: onnx.ModelProto) -> list[str]:
             consumers[name] = consumers.get(name, 0) + 1
     rewritten: list[str] = []
     replacement: dict[int, list[Any]] = {}
-    for node in graph.node:
+    for index, node in enumerate(graph.node):  # (by index: protobuf wrappers' id() can be reused)
         if node.op_type != "ReduceSum" or len(node.input) < 2 or node.input[1] not in inits:
             continue
         mul = producers.get(node.input[0])
@@ -495,13 +495,13 @@ def weighted_sums_to_matmul(proto: onnx.ModelProto) -> list[str]:
                 graph.initializer.append(numpy_helper.from_array(np.array([rank - 2], np.int64), axis_name))
                 nodes.append(onnx.helper.make_node("Squeeze", [product, axis_name], [node.output[0]],
                                                    name=f"{base}/tltk_squeeze"))
-            replacement[id(node)] = nodes
+            replacement[index] = nodes
             rewritten.append(base)
             break
     if replacement:
         new_nodes: list[Any] = []
-        for node in graph.node:
-            new_nodes.extend(replacement.get(id(node), [node]))
+        for index, node in enumerate(graph.node):
+            new_nodes.extend(replacement.get(index, [node]))
         outputs = {o.name for o in graph.output}
         new_nodes, _ = _prune_dead(new_nodes, outputs)
         del graph.node[:]

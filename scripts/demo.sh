@@ -165,7 +165,7 @@ mask_rcnn_demo() {
   mkdir -p "$dir"
   cd "$dir"
   local data="$dir/data/coco"
-  # The shipped specs read ../../data/coco_synth relative to specs/; the demo points them at its own data.
+  # The shipped specs read data/coco_synth from the current folder; the demo points them at its own data.
   data_set=(--set "data_config.training_file_pattern=$data/tfrecords/train-*.tfrecord"
             --set "data_config.validation_file_pattern=$data/tfrecords/val-*.tfrecord"
             --set "data_config.val_json_file=$data/annotations/instances_val.json")

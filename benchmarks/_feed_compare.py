@@ -18,7 +18,9 @@ Method (what makes the numbers comparable):
 * per mode: median, minimum and maximum over the repetitions of wall seconds per step, and the
   process CPU seconds per step (all threads: training and input pipeline); the ratio is the
   in-memory median step time over the mode's (1.0 means the pipeline costs training nothing),
-  with the range of the per-repetition ratios.
+  with the range of the per-repetition ratios; the CPU ratio is the same for the median process
+  CPU-seconds per step (in-memory CPU-s / mode CPU-s: the share of the process's CPU time that
+  is the training step itself; steadier than wall time on a machine shared with other jobs).
 """
 
 from __future__ import annotations
@@ -69,13 +71,18 @@ def _block(train_function: Callable[[Any], Any], dataset: Any, warmup: int, step
 
 
 def compare(model: Any, modes: dict[str, Any], steps: int, reps: int, warmup: int,
-            log: Callable[[str], None] = print) -> list[ModeResult]:
+            log: Callable[[str], None] = print, partial: Callable[[list[ModeResult]], None] | None = None
+            ) -> list[ModeResult]:
     """Time ``model``'s train function on each dataset of ``modes`` (name -> dataset), interleaved.
+
+    ``partial`` (when given) receives the results after every complete repetition, so that a
+    run cut short still reports what it measured.
 
     Returns:
         One :class:`ModeResult` per mode, in the order of ``modes``.
     """
-    train_function = model.make_train_function()
+    model.make_train_function()
+    train_function = model.train_function
     names = list(modes)
     results = {name: ModeResult(name) for name in names}
     for name in names:  # trace once per element spec, start nothing timed
@@ -88,6 +95,8 @@ def compare(model: Any, modes: dict[str, Any], steps: int, reps: int, warmup: in
             results[name].cpu.append(cpu)
             log(f"  rep {rep + 1}/{reps} {name}: {wall:.3f} s/step wall, {cpu:.3f} CPU-s/step, "
                 f"load {os.getloadavg()[0]:.2f}")
+        if partial is not None:
+            partial([results[name] for name in names])
     return [results[name] for name in names]
 
 
@@ -95,14 +104,16 @@ def table(title: str, results: list[ModeResult], batch: int, baseline: str = "in
     """The results as a text table: per mode median [min-max] s/step, img/s, CPU-s/step, ratio to ``baseline``."""
     base = next(r for r in results if r.name == baseline)
     base_median = statistics.median(base.wall)
+    base_cpu = statistics.median(base.cpu)
     lines = [title,
-             f"{'mode':<22}{'s/step median [min-max]':>28}{'img/s':>8}{'CPU-s/step':>12}"
-             f"{'ratio':>7}{'ratio range':>14}"]
+             f"{'mode':<22}{'s/step median [min-max]':>28}{'img/s':>8}{'ratio':>7}{'ratio range':>14}"
+             f"{'CPU-s/step':>12}{'CPU ratio':>11}"]
     lines.append("-" * len(lines[-1]))
     for r in results:
         median = statistics.median(r.wall)
+        cpu = statistics.median(r.cpu)
         pairs = [b / w for b, w in zip(base.wall, r.wall, strict=True)]
         lines.append(f"{r.name:<22}{median:>10.3f} [{min(r.wall):.3f}-{max(r.wall):.3f}]".ljust(50)
-                     + f"{batch / median:>8.2f}{statistics.median(r.cpu):>12.3f}{base_median / median:>7.2f}"
-                     f"{f'{min(pairs):.2f}-{max(pairs):.2f}':>14}")
+                     + f"{batch / median:>8.2f}{base_median / median:>7.2f}{f'{min(pairs):.2f}-{max(pairs):.2f}':>14}"
+                     f"{cpu:>12.3f}{base_cpu / cpu:>11.2f}")
     return "\n".join(lines)

@@ -1,15 +1,19 @@
 """DetectNet_v2 input pipeline throughput: full augmenting loader vs a decode-only loader.
 
-Both loaders read the same TFRecords (synthetic KITTI data at 960x544, converted with
+All loaders read the same TFRecords (synthetic KITTI data at 960x544, converted with
 ``dataset_convert``).  The *full* loader parses labels, applies every spatial and colour
-augmentation, rasterizes the coverage/bbox targets and loss masks and batches; the
-*decode-only* loader reads and decodes the same PNG files into [0, 1] float NCHW batches and
-nothing else.  The ratio tells how much of the decode-bound throughput the augmentation and
-target generation keep.
+augmentation, rasterizes the coverage/bbox targets and loss masks and batches, with its images
+from the in-memory cache (``dataset_config.image_cache_mb``, the default) or read and decoded
+from the files (``image_cache_mb: 0``); the *augment only* rows stop before the targets
+(``output="images"``); the *decode-only* loader reads and decodes the same PNG files into [0, 1]
+float NCHW batches and nothing else.  Columns: images per second, the ratio to decode-only, and
+process CPU milliseconds per image (all pipeline threads; steadier than wall time on a shared
+machine).
 
 Usage::
 
     python benchmarks/detectnet_v2_input_pipeline.py [--num_images 64] [--batch_size 8] [--batches 20]
+        [--size 960x544] [--auto_resize]
 """
 
 from __future__ import annotations
@@ -55,14 +59,16 @@ training_config { batch_size_per_gpu: %(batch)d }
 """
 
 
-def _throughput(dataset, batch_size: int, batches: int, warmup: int = 3) -> float:
+def _throughput(dataset, batch_size: int, batches: int, warmup: int = 3) -> tuple[float, float]:
+    """(images per second, process CPU milliseconds per image) over ``batches`` batches."""
     iterator = iter(dataset)
     for _ in range(warmup):
         next(iterator)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(iterator)
-    return batches * batch_size / (time.perf_counter() - start)
+    images = batches * batch_size
+    return images / (time.perf_counter() - start), (time.process_time() - cpu) / images * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=20, help="timed batches per loader (after 3 warm-up batches)")
     parser.add_argument("--workdir", default=None, help="folder for the data (default: a temporary folder)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--size", default="960x544", help="network input WIDTHxHEIGHT")
+    parser.add_argument("--auto_resize", action="store_true", help="enable_auto_resize (the quickstart's setting)")
     args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -82,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     from tltk.data.synthetic import synthesize_kitti
     from tltk.detectnet_v2.dataloader import DetectNetV2Data
     from tltk.detectnet_v2.dataset_convert import convert_dataset
-    from tltk.spec import resolve_spec_path
     from tltk.models import load_spec
+    from tltk.spec import resolve_spec_path
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="tltk_bench_")
     data_dir = os.path.join(workdir, "kitti")
@@ -93,24 +102,29 @@ def main(argv: list[str] | None = None) -> int:
     if not glob.glob(prefix + "-fold-*"):
         loaded = load_spec(os.path.join(data_dir, "dataset_convert_spec.txt"), model="detectnet_v2", kind="dataset_convert")
         convert_dataset(loaded.message, prefix, resolve=lambda v: resolve_spec_path(loaded, v))
-    experiment = text_format.Parse(SPEC % {"tfrecords": prefix, "images": data_dir, "batch": args.batch_size},
-                                   pb.Experiment())
-    data = DetectNetV2Data(experiment, spec_dir=workdir)
-    n_train = data.num_examples("train")
-    full = data.dataset("train", output="targets")
-    bare = data.dataset("train", decode_only=True)
-    bare_ips = _throughput(bare, args.batch_size, args.batches)
-    full_ips = _throughput(full, args.batch_size, args.batches)
+    text = SPEC % {"tfrecords": prefix, "images": data_dir, "batch": args.batch_size}
+    text = text.replace("output_image_width: 960 output_image_height: 544",
+                        f"output_image_width: {width} output_image_height: {height}"
+                        + (" enable_auto_resize: true" if args.auto_resize else ""))
+    cached = DetectNetV2Data(text_format.Parse(text, pb.Experiment()), spec_dir=workdir)
+    files = DetectNetV2Data(text_format.Parse(text.replace('validation_fold: 0', 'validation_fold: 0 image_cache_mb: 0'),
+                                              pb.Experiment()), spec_dir=workdir)
+    n_train = cached.num_examples("train")
+    loaders = [("decode-only loader (baseline)", files.dataset("train", decode_only=True)),
+               ("augment only, files", files.dataset("train", output="images")),
+               ("augment only, cache", cached.dataset("train", output="images")),
+               ("full loader, files", files.dataset("train", output="targets")),
+               ("full loader, cache", cached.dataset("train", output="targets"))]
+    rows = [(name, *_throughput(ds, args.batch_size, args.batches)) for name, ds in loaders]
 
     cores = os.cpu_count() or 1
-    rows = [("decode-only loader (baseline)", bare_ips, 1.0),
-            ("full loader: augment + targets", full_ips, full_ips / bare_ips)]
-    print(f"DetectNet_v2 input pipeline, 960x544 synthetic KITTI ({n_train} training images), batch "
-          f"{args.batch_size}, {args.batches} timed batches, {cores} CPU cores, TensorFlow {tf.__version__}")
-    print(f"{'loader':<34} {'images/s':>10} {'ratio':>8}")
-    print("-" * 54)
-    for name, ips, ratio in rows:
-        print(f"{name:<34} {ips:>10.1f} {ratio:>8.2f}")
+    print(f"DetectNet_v2 input pipeline, {width}x{height} network input{' (auto-resize)' if args.auto_resize else ''}, "
+          f"960x544 synthetic KITTI ({n_train} training images), batch {args.batch_size}, {args.batches} timed "
+          f"batches, {cores} CPU cores, load {os.getloadavg()[0]:.1f}, TensorFlow {tf.__version__}")
+    print(f"{'loader':<34} {'images/s':>10} {'ratio':>8} {'CPU ms/img':>11}")
+    print("-" * 66)
+    for name, ips, cpu_ms in rows:
+        print(f"{name:<34} {ips:>10.1f} {ips / rows[0][1]:>8.2f} {cpu_ms:>11.1f}")
     return 0
 
 

@@ -97,11 +97,15 @@ def main() -> None:
             modes = {name: t.data.dataset("train", batch_size=args.batch, training=True, output="targets", repeat=True)
                      for name, t in tasks.items()}
             modes = {"in-memory": materialise(modes["pipeline"], args.cached), **modes}
-            print(f"resnet18 {width}x{height}, batch {args.batch}:", flush=True)
-            results = compare(model, modes, args.steps, args.reps, args.warmup)
-            out.append(table(f"resnet18 {width}x{height}, batch {args.batch}, {args.steps} timed steps x "
-                             f"{args.reps} reps (after {args.warmup} warm-up steps each), {os.cpu_count()} CPUs",
-                             results, args.batch))
+            title = (f"resnet18 {width}x{height}, batch {args.batch}, {args.steps} timed steps x {args.reps} reps "
+                     f"(after {args.warmup} warm-up steps each), {os.cpu_count()} CPUs")
+            print(title, flush=True)
+
+            def show(partial: list, title: str = title) -> None:
+                print(table(f"{title}: after {len(partial[0].wall)} rep(s)", partial, args.batch), flush=True)
+
+            results = compare(model, modes, args.steps, args.reps, args.warmup, partial=show)
+            out.append(table(title, results, args.batch))
     print()
     print("\n\n".join(out))
 

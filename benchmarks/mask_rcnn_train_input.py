@@ -78,7 +78,11 @@ def main() -> None:
                  f"{args.steps} timed steps x {args.reps} reps (after {args.warmup} warm-up steps each), "
                  f"{os.cpu_count()} CPUs")
         print(title, flush=True)
-        results = compare(model, modes, args.steps, args.reps, args.warmup)
+
+        def show(partial: list) -> None:
+            print(table(f"after {len(partial[0].wall)} rep(s)", partial, batch), flush=True)
+
+        results = compare(model, modes, args.steps, args.reps, args.warmup, partial=show)
     print()
     print(table(title, results, batch))
 

@@ -43,9 +43,15 @@ def test_qdq_model_quantizes_every_conv_and_dense_and_nothing_after_them(exporte
     fp32 = onnx.load(folder / "model.onnx")
     qdq = onnx.load(report["qdq_onnx"])
     producers = {out: node for node in qdq.graph.node for out in node.output}
-    quantizable = [n for n in qdq.graph.node if n.op_type in QUANTIZABLE_OPS]
+    # conv/dense layers: a weighted operator with a constant weight in the FP32 graph (the ROIAligns'
+    # neighbour blends are MatMuls of two computed tensors: post-processing, left float)
+    fp32_inits = {i.name for i in fp32.graph.initializer}
+    layers = {n.name for n in fp32.graph.node if n.op_type in QUANTIZABLE_OPS and n.input[1] in fp32_inits}
+    blends = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.name not in layers]
+    assert len(blends) == 2  # box and mask ROIAlign
+    quantizable = [n for n in qdq.graph.node if n.name in layers]
     # ResNet-10 + FPN + RPN + box head (fc6, fc7, class, box) + mask head: all of them INT8
-    assert len(quantizable) == sum(1 for n in fp32.graph.node if n.op_type in QUANTIZABLE_OPS) >= 40
+    assert len(quantizable) == len(layers) >= 40
     for node in quantizable:
         assert producers[node.input[0]].op_type == "DequantizeLinear", node.name
         assert producers[node.input[1]].op_type == "DequantizeLinear", node.name  # INT8 weights
@@ -70,10 +76,12 @@ def test_calibration_cache_covers_the_network_and_not_the_post_processing(export
     assert INPUT_NAME in names
     assert names == set(activation_tensor_names(fp32, "network"))
     assert not {producers.get(name) for name in names} & POST_PROCESSING
-    # the inputs of every conv/dense layer (trunk and both heads) are there
+    # the inputs of every conv/dense layer (trunk and both heads) are there; the ROIAligns' blends
+    # (MatMuls of two computed tensors) are post-processing and are not
+    inits = {i.name for i in fp32.graph.initializer}
     for node in fp32.graph.node:
         if node.op_type in QUANTIZABLE_OPS:
-            assert node.input[0] in names, node.name
+            assert (node.input[0] in names) == (node.input[1] in inits), node.name
     # far fewer than every float tensor of the graph
     assert len(names) < len(activation_tensor_names(fp32, "all")) / 3
 

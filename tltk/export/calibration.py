@@ -328,7 +328,11 @@ def _network_region(model: onnx.ModelProto, constants: set[str]) -> set[str]:
             producers[name] = node
         inputs = node.input[:1] if node.op_type in _FIRST_INPUT_ONLY else node.input
         data = [t for t in inputs if t and t not in constants]
-        if node.op_type in QUANTIZABLE_OPS:
+        # a MatMul of two computed tensors neither of which comes from the network (the ROIAlign
+        # blend of tltk.export.onnx_passes.weighted_sums_to_matmul) is post-processing
+        blend = node.op_type == "MatMul" and not any(t in constants for t in node.input[:2]) and \
+            not any(t in forward for t in node.input[:2])
+        if node.op_type in QUANTIZABLE_OPS and not blend:
             anchors.update(t for t in _quantized_inputs(node) if t and t not in constants)
             anchors.update(node.output)
             forward.update(node.output)

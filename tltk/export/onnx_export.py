@@ -303,7 +303,7 @@ def convert_keras_to_onnx(
         # the twin's outputs by position: the model's, then the taps
         rename_tensors(proto, {**dict(zip(graph_outputs, keras_names, strict=False)),
                                **dict(zip(graph_outputs[len(keras_names):], extra, strict=True))})
-        replace_roi_align(proto, taps)
+        replace_roi_align(proto, taps, keep_outputs=tuple(keras_names))
     else:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
 

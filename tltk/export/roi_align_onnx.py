@@ -96,7 +96,9 @@ def roi_align_taps(model: Any) -> tuple[list[RoiAlignTap], dict[str, Any]]:
     """
     taps: list[RoiAlignTap] = []
     extra: dict[str, Any] = {}
-    named: dict[int, str] = {}  # one output per tensor (the box and mask ROIAligns share the maps)
+    # one output per tensor (the box and mask ROIAligns share the maps); a tensor that already is
+    # a model output keeps that output's name
+    named: dict[int, str] = {id(t): name for t, name in zip(model.outputs, model.output_names, strict=True)}
 
     def tap(name: str, tensor: Any) -> str:
         if id(tensor) not in named:
@@ -271,7 +273,7 @@ def _opset(proto: onnx.ModelProto) -> int:
     return max((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-def native_roi_align(proto: onnx.ModelProto, taps: list[RoiAlignTap]) -> int:
+def native_roi_align(proto: onnx.ModelProto, taps: list[RoiAlignTap], keep_outputs: tuple[str, ...] = ()) -> int:
     """Replace each tapped multilevel ROIAlign by a canvas ``RoiAlign`` (see the module docstring).
 
     The tapped tensors must be graph outputs of ``proto`` (the twin's extra outputs); they are
@@ -280,12 +282,14 @@ def native_roi_align(proto: onnx.ModelProto, taps: list[RoiAlignTap]) -> int:
     Args:
         proto: the converted twin, edited in place.
         taps: from :func:`roi_align_taps`.
+        keep_outputs: the model's own outputs (a tapped tensor may be one of them; it stays).
 
     Returns:
         How many ROIAligns were replaced (0 when the opset is below 16 or the shapes are not
         static; the graph then keeps the gathers).
     """
-    tap_names = {name for tap in taps for name in (*tap.features, tap.boxes, tap.result)}
+    kept = set(keep_outputs)
+    tap_names = {name for tap in taps for name in (*tap.features, tap.boxes, tap.result)} - kept
     replaced = 0
     if _opset(proto) < MIN_OPSET:
         log.info("ROIAlign rewrite skipped: opset %d has no half_pixel RoiAlign (needs %d)", _opset(proto), MIN_OPSET)
@@ -299,6 +303,8 @@ def native_roi_align(proto: onnx.ModelProto, taps: list[RoiAlignTap]) -> int:
 
 
 def _replace(proto: onnx.ModelProto, taps: list[RoiAlignTap]) -> int:
+    import onnx
+
     dims = _shapes(proto)
     graph = proto.graph
     image = dims.get(graph.input[0].name) or []
@@ -311,14 +317,18 @@ def _replace(proto: onnx.ModelProto, taps: list[RoiAlignTap]) -> int:
     renames: dict[str, str] = {}
     replaced = 0
     for tap in taps:
-        shapes = [dims.get(name) for name in tap.features]
-        if any(s is None or len(s) != 4 or None in s[1:] for s in shapes):
+        shapes: list[list[int]] = []
+        for name in tap.features:
+            found = dims.get(name)
+            if found is not None and len(found) == 4 and all(d is not None for d in found[1:]):
+                shapes.append([int(d) for d in found[1:] if d is not None])
+        if len(shapes) != len(tap.features):
             log.info("ROIAlign rewrite: the feature maps of %s have no static shapes; left as gathers", tap.layer)
             continue
-        channels = {int(s[3]) for s in shapes}  # type: ignore[index]
+        channels = {s[2] for s in shapes}
         if len(channels) != 1:
             continue
-        sizes = [(int(s[1]), int(s[2])) for s in shapes]  # type: ignore[index]
+        sizes = [(s[0], s[1]) for s in shapes]
         key = tap.features
         if key not in canvases:
             canvases[key] = _build_canvas(builder, producers, list(tap.features), sizes, image_hw, tap.min_level)
@@ -339,6 +349,14 @@ def _replace(proto: onnx.ModelProto, taps: list[RoiAlignTap]) -> int:
         for i, name in enumerate(node.input):
             if name in renames:
                 node.input[i] = renames[name]
+    outputs = {o.name for o in graph.output}
+    for old, new in renames.items():
+        if old in outputs:  # the ROIAlign's result is a graph output itself: the new nodes produce it
+            for node in graph.node:
+                for i, name in enumerate(node.output):
+                    if name == old:
+                        node.output[i] = f"{old}/tltk_replaced"
+            builder.nodes.append(onnx.helper.make_node("Identity", [new], [old], name=f"{old}/tltk_identity"))
     graph.node.extend(builder.nodes)
     _cancel_transposes(proto)
     log.info("ROIAlign rewrite: %d multilevel ROIAlign(s) -> ONNX RoiAlign", replaced)

@@ -16,6 +16,11 @@ tltk's models are built by :func:`tltk.mask_rcnn.model.build_mask_rcnn` with ran
   calibration on 4 synthetic images (the INT8 file before issue 19; TensorRT is its target);
 * ``ONNX Runtime INT8 CPU``: ``<model>_int8_cpu.onnx`` (:mod:`tltk.export.cpu_int8`) from the same
   ranges, placed for ONNX Runtime's integer kernels;
+* ``ORT FP32 before (no rewrites)``: the same model exported with ``rewrites=False`` (the
+  converter's graph: Mul/ReduceSum ROIAlign blend, CHW transpose before ``fc6``, the stem's
+  ``Pad``), for a before/after of :mod:`tltk.export.onnx_passes`' exact rewrites in the same run;
+  in the trunk table ``trunk FP32 before (Pad)`` and ``trunk INT8 CPU before (Pad kept)`` (that
+  graph calibrated and placed without folding the ``Pad``);
 * ``TF Model Garden``: ``official.vision``'s Mask R-CNN with the same backbone depth, input size,
   class count, FPN levels, anchors, box head (2 fully connected layers) and proposal/detection
   counts, run through its serving module (which includes its resize and normalisation).  It

@@ -81,6 +81,9 @@ class ModelKit:
         two_shards: arguments added to the first conversion to write two shards per partition.
         last_of_two: regex of the last shard renamed by that two-shard conversion.
         records_overrides: ``--set`` overrides pointing training at ``{records}`` (and ``{data}``).
+        train_flags: flags every ``train`` command of the kit gets (MaskRCNN's CPU training is
+            bit-reproducible only with ``--enable_determinism``, which the kill-and-resume
+            comparison needs).
     """
 
     model: str
@@ -98,6 +101,7 @@ class ModelKit:
     two_shards: tuple[str, ...]
     last_of_two: str
     records_overrides: tuple[str, ...]
+    train_flags: tuple[str, ...] = ()
 
 
 KITS: dict[str, ModelKit] = {
@@ -146,6 +150,7 @@ KITS: dict[str, ModelKit] = {
         shard_glob="train-*.tfrecord", last_shard=r"/train-00000-of-00001\.tfrecord$",
         two_shards=("-s", "2"), last_of_two=r"/train-00001-of-00002\.tfrecord$",
         records_overrides=("data_config.training_file_pattern={records}/train-*.tfrecord",),
+        train_flags=("--enable_determinism",),
     ),
 }
 
@@ -153,11 +158,6 @@ KITS: dict[str, ModelKit] = {
 #: Bugs the suite found in code outside it, by (model, area): the affected cases are expected to
 #: fail (xfail, not strict) until the owner fixes them; delete the entry with the fix.
 KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("mask_rcnn", "determinism"): "MaskRCNN training is not reproducible on CPU: two uninterrupted runs with the same "
-                                  "spec and seed differ by ~1e-6 after 4 steps (oneDNN's reductions, which "
-                                  "--enable_determinism switches off, and smaller differences without it), and an "
-                                  "untrained network's near-tied proposal scores amplify them, so a resumed run "
-                                  "cannot be compared with an uninterrupted one to float round-off (tltk/mask_rcnn; reported with the suite)",
 }
 
 
@@ -193,7 +193,7 @@ class Prepared:
 
     def train_argv(self, results: Path, *extra: str) -> list[str]:
         """``tltk <model> train`` arguments for the tiny run into ``results``."""
-        argv = [self.kit.model, "train", "-e", str(self.spec), "-r", str(results)]
+        argv = [self.kit.model, "train", "-e", str(self.spec), "-r", str(results), *self.kit.train_flags]
         for item in self.kit.train_overrides:
             argv += ["--set", item]
         return argv + list(extra)

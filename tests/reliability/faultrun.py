@@ -154,6 +154,11 @@ if __name__ == "__main__":
     # Python then installs no KeyboardInterrupt handler: Ctrl-C semantics must not depend on how
     # the suite was launched.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if "--enable_determinism" in sys.argv:
+        # before _install() imports Keras: oneDNN can only be switched off before TensorFlow loads
+        from tltk.cli.train import request_determinism
+
+        request_determinism()
     _install()
     from tltk.cli.app import main
 

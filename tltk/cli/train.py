@@ -23,24 +23,32 @@ def _gpu_index(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
     return ids
 
 
-def _request_determinism() -> None:
+def request_determinism() -> None:
     """Ask TensorFlow for run-to-run reproducible training; must run before TensorFlow is imported.
 
-    Deterministic ops cover GPU kernels (cuDNN, scatter and segment reductions).  On CPU the
-    remaining source is oneDNN: two MaskRCNN runs with the same seed differ by ~6e-6 after 4
-    steps with it and by < 1e-9 without it, and MaskRCNN's discrete choices (top-k proposals,
-    IoU thresholds) amplify such round-off within a few steps.
+    Three sources make two CPU runs with the same seed differ (measured on MaskRCNN's tiny
+    reliability spec, separate processes): oneDNN's multi-threaded kernels; Grappler, whose graph
+    rewrites (the arithmetic optimizer's AddN trees among them) come out in a per-process order, so
+    sums such as the gradient of a layer shared by the FPN levels change in the last bit (1 step:
+    one tensor 1 ulp apart in every pair of runs; 4 steps: ~1e-6 with oneDNN off); and, on GPUs,
+    non-deterministic kernels.  With oneDNN and Grappler off, 4-step runs end bit-identical.
+    MaskRCNN's discrete choices (top-k proposals, IoU thresholds) amplify any last-bit difference
+    within a few steps, so it needs all three.
     """
     import sys
 
+    too_late = "tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
     os.environ["TF_DETERMINISTIC_OPS"] = "1"
     os.environ["TF_CUDNN_DETERMINISTIC"] = "1"
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
-    if "tensorflow" in sys.modules:
+    if too_late:
         import logging
 
         logging.getLogger(__name__).warning("--enable_determinism: TensorFlow was imported before the flag was read; "
                                             "oneDNN stays on and CPU results may still vary in the last digits")
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 def _make_train_command(model: str) -> click.Command:
@@ -55,8 +63,8 @@ def _make_train_command(model: str) -> click.Command:
     @click.option("--gpu_index", multiple=True, callback=_gpu_index, help="GPU ids to use, e.g. --gpu_index 0 1.")
     @click.option("--use_amp", is_flag=True, help="Mixed precision (float16 compute with loss scaling).")
     @click.option("--enable_determinism", is_flag=True,
-                  help="Reproducible training: deterministic TensorFlow ops, and on CPU TensorFlow's own kernels "
-                       "instead of oneDNN's (whose multi-threaded reductions vary from run to run); slower.")
+                  help="Reproducible training: deterministic TensorFlow ops, TensorFlow's own CPU kernels instead of "
+                       "oneDNN's and no Grappler graph rewrites (both vary from run to run); slower.")
     @click.option("--no_resume", is_flag=True,
                   help="Start from scratch even if checkpoints exist (the earlier run's checkpoints are removed).")
     @click.option("-np", "--num_processes", type=int, default=-1, hidden=True,
@@ -68,7 +76,7 @@ def _make_train_command(model: str) -> click.Command:
                 gpu_index: list[int] | None, use_amp: bool, enable_determinism: bool, no_resume: bool,
                 num_processes: int, launch_cuda_blocking: bool, overrides: tuple[str, ...]) -> CommandResult:
         if enable_determinism:
-            _request_determinism()
+            request_determinism()
         from tltk.models import load_spec
         from tltk.spec import write_resolved_spec
 

@@ -120,6 +120,7 @@ def _backbone_levels(images_nhwc: Any, params: MaskRCNNParams, kernel_regularize
         kernel_regularizer=kernel_regularizer,
         gamma_regularizer=kernel_regularizer,
         output_stride=32,
+        fused_batch_norm=True,
     )
     backbone = build_resnet(images_nhwc, params.nlayers, config)
     taps = _TAO_TAPS.get(params.nlayers, {})

@@ -117,6 +117,15 @@ def _static_dims(value_info: Any) -> list[int | None] | None:
     return [int(d.dim_value) if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
 
 
+def _inferred_dims(proto: onnx.ModelProto) -> dict[str, list[int | None] | None]:
+    """Each tensor's dimensions after ONNX shape inference (None where unknown)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    return {value.name: _static_dims(value) for value in
+            list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+
+
 def _attribute(node: Any, name: str, default: Any = None) -> Any:
     import onnx
 
@@ -457,9 +466,7 @@ def weighted_sums_to_matmul(proto: onnx.ModelProto) -> list[str]:
     from onnx import numpy_helper
 
     graph = proto.graph
-    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    dims = {value.name: _static_dims(value) for value in
-            list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    dims = _inferred_dims(proto)
     inits = {i.name: i for i in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, int] = {}
@@ -529,13 +536,10 @@ def fold_transpose_into_matmul(proto: onnx.ModelProto) -> list[str]:
     Returns:
         Names of the Transpose nodes folded.
     """
-    import onnx
     from onnx import numpy_helper
 
     graph = proto.graph
-    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    dims = {value.name: _static_dims(value) for value in
-            list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    dims = _inferred_dims(proto)
     inits = {i.name: i for i in graph.initializer}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
@@ -615,14 +619,11 @@ def tensorrt_problems(proto: onnx.ModelProto, max_nms_candidates: int = TENSORRT
     Returns:
         One line per problem, naming the node.
     """
-    import onnx
     from onnx import numpy_helper
 
     graph = proto.graph
     inits = {init.name: init for init in graph.initializer}
-    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    dims = {value.name: _static_dims(value) for value in
-            list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    dims = _inferred_dims(proto)
     problems = []
     for node in graph.node:
         where = f"{node.op_type} node {node.name!r}"

@@ -7,13 +7,16 @@ is a terminal and JSON mode is off.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import logging
 import os
+import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
@@ -21,6 +24,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _STATE = {"json": False, "verbose": False}
+
+_log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
@@ -118,7 +123,7 @@ def _import_with_stderr_captured(name: str) -> ModuleType:
         if text and failed:  # the import failed: its C++ output may say why
             sys.stderr.write(text + "\n")
         elif text:
-            logging.getLogger("tltk.console").debug("TensorFlow start-up output:\n%s", text)
+            _log.debug("TensorFlow start-up output:\n%s", text)
     return module
 
 
@@ -167,3 +172,62 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", un
 def echo(message: str = "") -> None:
     """Print a human-readable line on stderr (stdout is reserved for ``--json``)."""
     print(message, file=sys.stderr, flush=True)
+
+
+#: TensorFlow's native (absl) log lines: ``I0000 00:00:1796635829.969807    2697 devices.cc:67] ...``.
+NATIVE_LOG_LINE = re.compile(rb"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w./+-]+:\d+\] |^WARNING: All log messages before absl::")
+
+
+@contextlib.contextmanager
+def native_log_to_debug() -> Iterator[None]:
+    """Keep TensorFlow's native log lines off the console while the block runs.
+
+    Grappler writes them while it optimizes a graph (``Error in PredictCost()`` during training,
+    ``single_machine.cc`` during the ONNX conversion): warnings about its cost model, not about
+    the user's run.
+
+    They come from C++ through absl, which ignores ``TF_CPP_MIN_LOG_LEVEL``.  File descriptor 2
+    goes through a pipe while the block runs: native log lines are kept and logged at DEBUG
+    afterwards (so ``--verbose`` and ``--log_file`` still have them), everything else (tltk's
+    log, progress bars) passes through at once.
+    """
+    console_debug = any(type(h) is logging.StreamHandler and h.level <= logging.DEBUG
+                        for h in logging.getLogger().handlers)
+    if console_debug:  # --verbose shows them as they come
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    native: list[str] = []
+
+    def pump() -> None:
+        pending = b""
+        while chunk := os.read(read_end, 65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if NATIVE_LOG_LINE.match(line):
+                    native.append(line.decode("utf-8", "replace"))
+                else:
+                    os.write(saved, line + b"\n")
+            if pending and not NATIVE_LOG_LINE.match(pending) and b"\r" in pending:
+                os.write(saved, pending)  # a progress bar redrawing its line
+                pending = b""
+        if pending:
+            os.write(saved, pending)
+
+    thread = threading.Thread(target=pump, name="tltk-native-log", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees the end
+        thread.join(timeout=10)
+        os.close(read_end)
+        os.close(saved)
+        if native:
+            _log.debug("TensorFlow native log:\n%s", "\n".join(native))

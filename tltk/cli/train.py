@@ -102,9 +102,12 @@ def _make_train_command(model: str) -> click.Command:
         from tltk.core.checkpoints import CheckpointMismatchError
         from tltk.core.trainer import train
 
+        from tltk.console import native_log_to_debug
+
         try:
-            report = train(task, out, model_name=model_name, key=key, use_amp=use_amp, gpus=gpus,
-                           gpu_index=gpu_index, resume=not no_resume)
+            with native_log_to_debug():
+                report = train(task, out, model_name=model_name, key=key, use_amp=use_amp, gpus=gpus,
+                               gpu_index=gpu_index, resume=not no_resume)
         except CheckpointMismatchError:
             if earlier is not None:  # the folder keeps describing the run its checkpoints belong to
                 from tltk.fileio import atomic_write_text

@@ -9,17 +9,14 @@ and the DeepStream settings.  The work is done by :mod:`tltk.export.pipeline`,
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import re
-import sys
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tltk.console import native_log_to_debug
 from tltk.core.task import DeepStreamRequest, Task
 from tltk.errors import InvalidInputError, UsageError
 from tltk.fileio import atomic_write_text
@@ -171,7 +168,7 @@ def _export(task: Task, network: Any, metadata: Mapping[str, Any], opts: ExportO
                                               preprocess=lambda path: preprocessing.load(path)[0], loader=loader)
     cache = opts.cal_cache_file or (os.path.join(os.path.dirname(os.path.abspath(output)), "cal.bin")
                                     if opts.data_type == "int8" else None)
-    with _native_log_to_debug():
+    with native_log_to_debug():
         report = export_model(network, output, signature.input_name, signature.output_names, key=opts.key,
                               data_type=opts.data_type, calibration_batches=batches, cal_method=opts.cal_method,
                               cal_cache_file=cache, trt_version=opts.trt_version, force_ptq=opts.force_ptq,
@@ -208,61 +205,6 @@ def _record_class_names(path: str, class_names: list[str]) -> None:
     proto.metadata_props.extend(kept)
     proto.metadata_props.add(key="class_names", value=json.dumps(class_names))
     save_onnx(proto, path)
-
-
-#: TensorFlow's native (absl) log lines: ``I0000 00:00:1796635829.969807    2697 devices.cc:67] ...``.
-_NATIVE_LOG_LINE = re.compile(rb"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w./+-]+:\d+\] |^WARNING: All log messages before absl::")
-
-
-@contextlib.contextmanager
-def _native_log_to_debug() -> Iterator[None]:
-    """Keep TensorFlow's native log lines (grappler's, during the ONNX conversion) off the console.
-
-    They come from C++ through absl, which ignores ``TF_CPP_MIN_LOG_LEVEL``.  File descriptor 2
-    goes through a pipe while the block runs: native log lines are kept and logged at DEBUG
-    afterwards (so ``--verbose`` and ``--log_file`` still have them), everything else (tltk's
-    log, progress bars) passes through at once.
-    """
-    console_debug = any(type(h) is logging.StreamHandler and h.level <= logging.DEBUG
-                        for h in logging.getLogger().handlers)
-    if console_debug:  # --verbose shows them as they come
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    native: list[str] = []
-
-    def pump() -> None:
-        pending = b""
-        while chunk := os.read(read_end, 65536):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if _NATIVE_LOG_LINE.match(line):
-                    native.append(line.decode("utf-8", "replace"))
-                else:
-                    os.write(saved, line + b"\n")
-            if pending and not _NATIVE_LOG_LINE.match(pending) and b"\r" in pending:
-                os.write(saved, pending)  # a progress bar redrawing its line
-                pending = b""
-        if pending:
-            os.write(saved, pending)
-
-    thread = threading.Thread(target=pump, name="tltk-native-log", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees the end
-        thread.join(timeout=10)
-        os.close(read_end)
-        os.close(saved)
-        if native:
-            log.debug("TensorFlow native log:\n%s", "\n".join(native))
 
 
 def _build_engine(opts: ExportOptions, onnx_path: str, report: dict[str, Any],

@@ -26,7 +26,9 @@ accepts both spellings (`--experiment_spec_file` == `--experiment-spec-file`). E
 takes the global options `--log_file FILE`, `-v/--verbose` and `--json` (see
 `docs/exit_codes.md` for exit codes and the JSON error document). `-k/--key` can also be given
 through the `TLTK_KEY` environment variable. TensorFlow's own C++ start-up lines (CUDA probing
-on machines without a GPU) are hidden unless `--verbose`; `--log_file` keeps them.
+on machines without a GPU) and its graph optimizer's warnings during `train` and `export`
+(`Error in PredictCost()`, about its cost model) are hidden unless `--verbose`; `--log_file`
+keeps them.
 """
 
 GLOBAL = {"--log_file", "--verbose", "--json"}

@@ -13,9 +13,13 @@ want, from the same :class:`~tltk.export.calibration_cache.ActivationRanges`:
   (read only by float operators: detection heads, post-processing) stay float32, and a
   Conv/Gemm output whose only consumer is a ``Relu`` has no pair of its own (the Relu's output
   carries it, and ONNX Runtime folds the Relu into the quantization);
-* quantized nodes: Conv/Gemm/MatMul with a constant weight (:data:`WEIGHTED_OPS`) and the data
+* quantized nodes: Conv/Gemm/MatMul with a constant weight (:data:`WEIGHTED_OPS`), the data
   operators of :data:`DATA_OPS` (``Add`` becomes ``QLinearAdd``; pooling, ``Concat`` and
-  ``Resize`` run on integers);
+  ``Resize`` run on integers) and the value-moving operators of :data:`MOVE_OPS` (``Reshape``,
+  ``Transpose``, ``Tile``, ...) between ranged tensors that lead to a quantized node: their
+  output reuses the input's scale and zero point, so ONNX Runtime drops the pair and moves
+  uint8 values (MaskRCNN's FPN top-down upsampling, so its lateral convolutions and the Adds
+  run on integers);
 * activations are **uint8** (what the x86 U8S8 kernels, VNNI and AMX included, consume):
   a tensor known to be non-negative (a ``Relu``/``Sigmoid`` output, or pooled / concatenated /
   resized / reshaped from one) uses ``scale = amax / 255``, zero point 0; any other tensor
@@ -57,6 +61,14 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 #: Data operators whose inputs and outputs are quantized, so ONNX Runtime runs them on integers.
 DATA_OPS = ("Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize")
 
+#: Operators that only move or copy values (first input: the data; the others: shapes, axes,
+#: repeats).  Between quantized tensors their output shares its input's scale and zero point, so
+#: ONNX Runtime's CPU provider drops the Q/DQ pair around them and they run on the uint8 tensor.
+#: MaskRCNN's FPN upsamples the top-down path with ``Unsqueeze -> Tile -> Reshape`` (Keras'
+#: ``repeat``) and layout ``Transpose`` nodes: without this the lateral convolutions, whose
+#: outputs feed that path, cannot run as ``QLinearConv``.
+MOVE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Tile", "Flatten", "Expand")
+
 @dataclass
 class CpuInt8Summary:
     """What :func:`quantize_for_cpu` changed.
@@ -64,19 +76,22 @@ class CpuInt8Summary:
     Attributes:
         weighted_nodes: Conv/Gemm/MatMul nodes given integer weights and quantized inputs.
         data_nodes: data operators (Add, pooling, ...) between quantized tensors.
+        move_nodes: value-moving operators (:data:`MOVE_OPS`) whose output shares its input's
+            quantization (ONNX Runtime runs them on uint8).
         activation_tensors: tensors given a uint8 Q/DQ pair.
         non_negative_tensors: those among them quantized with zero point 0 (scale amax/255).
     """
 
     weighted_nodes: list[str] = field(default_factory=list)
     data_nodes: list[str] = field(default_factory=list)
+    move_nodes: list[str] = field(default_factory=list)
     activation_tensors: list[str] = field(default_factory=list)
     non_negative_tensors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy with counts."""
         return {"weighted_nodes": len(self.weighted_nodes), "data_nodes": len(self.data_nodes),
-                "activation_qdq_pairs": len(self.activation_tensors),
+                "move_nodes": len(self.move_nodes), "activation_qdq_pairs": len(self.activation_tensors),
                 "non_negative_activations": len(self.non_negative_tensors)}
 
 
@@ -173,9 +188,19 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
     if not weighted:
         raise UsageError("no Conv/Gemm/MatMul node could be quantized for CPU",
                          hint="the range table must use the ONNX tensor names of this model")
+    # value-moving nodes between ranged tensors that lead to a quantized node (graph order is
+    # topological, so walking it backwards sees every consumer before its producer)
+    moves: set[int] = set()
+    for node in reversed(graph.node):
+        if node.op_type in MOVE_OPS and usable(node.input[0]) and usable(node.output[0]) and any(
+                id(u) in weighted or id(u) in data_nodes or id(u) in moves for u in consumers.get(node.output[0], [])):
+            moves.add(id(node))
+    for node in graph.node:
+        if id(node) in moves:
+            summary.move_nodes.append(node.name or f"{node.op_type}:{node.output[0]}")
 
     # 2. which tensors get a Q/DQ pair
-    quantized_ids = set(weighted) | data_nodes
+    quantized_ids = set(weighted) | data_nodes | moves
 
     def feeds_quantized(tensor: str) -> bool:
         for user in consumers.get(tensor, []):
@@ -186,6 +211,7 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
         return False
 
     wanted: list[str] = []
+    tied: dict[str, str] = {}  # output of a MOVE_OPS node -> its input (same scale and zero point)
     for node in graph.node:
         if id(node) in weighted:
             acts = [node.input[s] for s in weighted[id(node)][0]]
@@ -195,6 +221,9 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
             acts = [t for t in (node.input[:1] if node.op_type == "Resize" else node.input)
                     if t and t not in initializers]
             outs = [node.output[0]]
+        elif id(node) in moves:
+            acts, outs = [node.input[0]], [node.output[0]]
+            tied[node.output[0]] = node.input[0]
         else:
             continue
         for tensor in acts + outs:
@@ -202,6 +231,8 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
                 wanted.append(tensor)
     relu_fed: dict[str, str] = {}  # Conv/Gemm output consumed only by Relu -> the Relu output
     for tensor in list(wanted):
+        if tensor in tied:
+            continue
         users = consumers.get(tensor, [])
         if users and all(u.op_type == "Relu" for u in users) and len(users) == 1 and usable(users[0].output[0]):
             relu_fed[tensor] = users[0].output[0]
@@ -216,12 +247,16 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
     new_inits: list[onnx.TensorProto] = []
     pair_nodes: dict[str, list[onnx.NodeProto]] = {}
     for tensor in wanted:
-        amax = float(ranges[tensor])
-        if tensor in non_negative:
-            scale, zero = float(np.float32(amax / 255.0)), 0
-            summary.non_negative_tensors.append(tensor)
+        if tensor in tied:  # graph order: the input's parameters are already set
+            scale, zero = params[tied[tensor]]
         else:
-            scale, zero = float(np.float32(amax / 127.0)), 128
+            amax = float(ranges[tensor])
+            if tensor in non_negative:
+                scale, zero = float(np.float32(amax / 255.0)), 0
+            else:
+                scale, zero = float(np.float32(amax / 127.0)), 128
+        if zero == 0:
+            summary.non_negative_tensors.append(tensor)
         params[tensor] = (scale, zero)
         base = _safe(tensor) + "_u8"
         s_name, z_name = f"{base}_scale", f"{base}_zero_point"
@@ -316,5 +351,5 @@ def optimized_node_counts(model: str | os.PathLike[str] | bytes,
     return dict(counts.most_common())
 
 
-__all__ = ["DATA_OPS", "WEIGHTED_OPS", "CpuInt8Summary", "optimized_node_counts", "quantize_for_cpu",
+__all__ = ["DATA_OPS", "MOVE_OPS", "WEIGHTED_OPS", "CpuInt8Summary", "optimized_node_counts", "quantize_for_cpu",
            "write_cpu_int8_onnx"]

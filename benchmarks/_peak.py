@@ -53,7 +53,8 @@ def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
-def _ort_session(op: str, a_type: int, b_type: int, out_type: int, n: int):  # noqa: ANN202 - ort session
+def _ort_session(op: str, a_type: int, b_type: int, out_type: int, n: int,  # noqa: ANN202 - ort session
+                 threads: int = 0):
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -66,16 +67,23 @@ def _ort_session(op: str, a_type: int, b_type: int, out_type: int, n: int):  # n
     model.ir_version = min(model.ir_version, onnx.IR_VERSION)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]), TensorProto
 
 
-def measure_peaks(sizes: Sequence[int] = SIZES, repeats: int = 3, tensorflow: bool = True) -> Peaks:
+def measure_peaks(sizes: Sequence[int] = SIZES, repeats: int = 3, tensorflow: bool = True,
+                  threads: int = 0) -> Peaks:
     """Time every candidate GEMM now and keep the best float32 and INT8 rates.
 
     Args:
         sizes: square GEMM sizes.
         repeats: timed runs per candidate (the fastest counts: a peak is a best case).
-        tensorflow: include TensorFlow's matmul (imports TensorFlow).
+        tensorflow: include TensorFlow's matmul (imports TensorFlow; its thread count is the
+            one the process set before importing it, e.g. ``TF_NUM_INTRAOP_THREADS``).
+        threads: CPU threads for the GEMMs (NumPy's BLAS through ``threadpoolctl``, ONNX
+            Runtime's intra-op pool); 0 keeps each library's default (all cores).  A benchmark
+            timed with N threads compares against the N-thread peak.
 
     Returns:
         The :class:`Peaks`; ``candidates`` maps ``"<library> <n>"`` to its rate.
@@ -88,8 +96,15 @@ def measure_peaks(sizes: Sequence[int] = SIZES, repeats: int = 3, tensorflow: bo
         flop = 2.0 * n ** 3
         a = rng.random((n, n), dtype=np.float32)
         b = rng.random((n, n), dtype=np.float32)
-        peaks.candidates[f"NumPy matmul {n}"] = flop / _best_seconds(lambda a=a, b=b: a @ b, repeats) / 1e9
-        session, _ = _ort_session("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, n)
+        if threads:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=threads):
+                numpy_s = _best_seconds(lambda a=a, b=b: a @ b, repeats)
+        else:
+            numpy_s = _best_seconds(lambda a=a, b=b: a @ b, repeats)
+        peaks.candidates[f"NumPy matmul {n}"] = flop / numpy_s / 1e9
+        session, _ = _ort_session("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, n, threads)
         feeds = {"a": a, "b": b}
         peaks.candidates[f"ONNX Runtime MatMul {n}"] = flop / _best_seconds(lambda s=session, f=feeds: s.run(None, f),
                                                                            repeats) / 1e9
@@ -101,7 +116,8 @@ def measure_peaks(sizes: Sequence[int] = SIZES, repeats: int = 3, tensorflow: bo
                 lambda ta=ta, tb=tb: tf.linalg.matmul(ta, tb).numpy(), repeats) / 1e9
         qa = rng.integers(0, 256, (n, n), dtype=np.uint8)
         qb = rng.integers(-128, 128, (n, n), dtype=np.int8)
-        session, _ = _ort_session("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, n)
+        session, _ = _ort_session("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, n,
+                                  threads)
         qfeeds = {"a": qa, "b": qb}
         peaks.candidates[f"int8 ONNX Runtime MatMulInteger {n}"] = flop / _best_seconds(
             lambda s=session, f=qfeeds: s.run(None, f), repeats) / 1e9
@@ -129,15 +145,19 @@ def merge(first: Peaks, second: Peaks) -> Peaks:
     return merged
 
 
-def onnx_conv_flops(model_path: str, input_shape: Sequence[int]) -> float:
+def onnx_conv_flops(model_path: str, input_shape: Sequence[int], sample: np.ndarray | None = None) -> float:
     """FLOPs (2 x multiply-adds) of the Conv / ConvTranspose / Gemm / MatMul nodes of an ONNX model.
 
     Args:
         model_path: the model (float32; shapes are inferred with the input fixed to ``input_shape``).
         input_shape: the full input shape, batch included.
+        sample: an input of ``input_shape``; when given, the shapes that static inference cannot
+            work out (after a ``TopK`` / ``NonMaxSuppression``: MaskRCNN's proposal and detection
+            heads) are read from one ONNX Runtime run of the model on it, with those nodes'
+            tensors added as outputs.  Without it such nodes count 0.
 
     Returns:
-        FLOPs for one run at that shape (nodes whose shapes cannot be inferred count 0).
+        FLOPs for one run at that shape.
     """
     import onnx
     from onnx import shape_inference
@@ -151,6 +171,25 @@ def onnx_conv_flops(model_path: str, input_shape: Sequence[int]) -> float:
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
     shapes.update({i.name: list(i.dims) for i in model.graph.initializer})
+    ops = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+    def known(name: str) -> bool:
+        return bool(shapes.get(name)) and 0 not in shapes[name]
+
+    missing = sorted({t for n in model.graph.node if n.op_type in ops
+                      for t in (n.input[0], n.input[1], n.output[0]) if not known(t)})
+    if missing and sample is not None:
+        if list(sample.shape) != [int(v) for v in input_shape]:
+            raise ValueError(f"sample shape {list(sample.shape)} differs from input_shape {list(input_shape)}")
+        import onnxruntime as ort
+
+        have = {o.name for o in model.graph.output}
+        model.graph.output.extend(onnx.ValueInfoProto(name=t) for t in missing if t not in have)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        values = session.run(missing, {model.graph.input[0].name: sample})
+        shapes.update({t: list(v.shape) for t, v in zip(missing, values, strict=True)})
     total = 0.0
     for node in model.graph.node:
         out, w = shapes.get(node.output[0]), shapes.get(node.input[1]) if len(node.input) > 1 else None

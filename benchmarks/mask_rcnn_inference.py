@@ -16,11 +16,17 @@ tltk's models are built by :func:`tltk.mask_rcnn.model.build_mask_rcnn` with ran
   calibration on 4 synthetic images (the INT8 file before issue 19; TensorRT is its target);
 * ``ONNX Runtime INT8 CPU``: ``<model>_int8_cpu.onnx`` (:mod:`tltk.export.cpu_int8`) from the same
   ranges, placed for ONNX Runtime's integer kernels;
-* ``ORT FP32 before (no rewrites)``: the same model exported with ``rewrites=False`` (the
-  converter's graph: Mul/ReduceSum ROIAlign blend, CHW transpose before ``fc6``, the stem's
-  ``Pad``), for a before/after of :mod:`tltk.export.onnx_passes`' exact rewrites in the same run;
-  in the trunk table ``trunk FP32 before (Pad)`` and ``trunk INT8 CPU before (Pad kept)`` (that
-  graph calibrated and placed without folding the ``Pad``);
+* ``ORT INT8 CPU before (FPN path float)``: the same ranges placed with
+  ``quantize_for_cpu(..., quantize_moves=False)`` (the FPN's upsampling ``Unsqueeze/Tile/Reshape``
+  and ``Transpose`` nodes float, so the lateral convolutions stay float): the placement's
+  before/after in the same rounds (trunk table: ``trunk INT8 CPU before (FPN float)``);
+* ``ORT FP32 allow_spinning=0``: the FP32 file with ``session.intra_op.allow_spinning=0``
+  (ONNX Runtime's worker threads sleep between operators instead of spinning);
+* ``--history`` adds ``ORT FP32 before (no rewrites)``: the same model exported with
+  ``rewrites=False`` (the converter's graph: Mul/ReduceSum ROIAlign blend, CHW transpose before
+  ``fc6``, the stem's ``Pad``), for a before/after of :mod:`tltk.export.onnx_passes`' exact
+  rewrites in the same run; in the trunk table ``trunk FP32 before (Pad)`` and ``trunk INT8 CPU
+  before (Pad kept)`` (that graph calibrated and placed without folding the ``Pad``);
 * ``TF Model Garden``: ``official.vision``'s Mask R-CNN with the same backbone depth, input size,
   class count, FPN levels, anchors, box head (2 fully connected layers) and proposal/detection
   counts, run through its serving module (which includes its resize and normalisation).  It
@@ -28,8 +34,13 @@ tltk's models are built by :func:`tltk.mask_rcnn.model.build_mask_rcnn` with ran
   created and filled with ``pip install tf-models-official`` on first use; when that fails the
   column says why (for instance no network) and no number is shown.
 
-Columns: ``b1 ms`` median latency of one image and its spread (min-max); ``b4 img/s`` throughput
-at batch 4 (median); ``vs Keras`` batch-1 latency ratio against Keras (< 1: faster); ``vs FP32``
+Columns: ``b1 ms`` median latency of one image and its spread (min-max); ``b1 CPU ms`` the process
+CPU time of those runs (all threads: with ``--threads 1`` the one core's work, the steadiest figure
+on a shared machine; with several threads spinning workers count); ``b4 img/s`` throughput at
+batch 4 (median); ``G(FL)OP/s`` the FLOPs of one image (Conv/ConvTranspose/Gemm/MatMul of the FP32
+graph; the heads after TopK/NMS sized from one run, :func:`_peak.onnx_conv_flops`) over the
+median b1 latency and ``% peak`` that rate against the machine's peak at the same thread count
+(Model Garden's row assumes the same arithmetic per image: same architecture and counts); ``vs Keras`` batch-1 latency ratio against Keras (< 1: faster); ``vs FP32``
 against ONNX Runtime FP32; ``vs peer`` against Model Garden (goal for ONNX Runtime FP32: at most
 0.5).  All backends are timed **interleaved** (each round times every one), so a busy moment on a
 shared machine hits all of them.
@@ -38,17 +49,17 @@ A second table times the **trunk** alone (backbone, FPN and RPN heads: the ONNX 
 input up to the tensors post-processing reads, cut with ``onnx.utils.extract_model``), FP32 and
 both INT8 placements of it with the same ranges (post-processing is float in every file, so the
 trunk is where INT8 can pay; goal for the CPU INT8 trunk: <= 0.6x FP32).  Its ``G(FL)OP/s`` is the
-trunk's Conv/Gemm work at batch 4 per second, and ``% peak`` that rate against the machine's
+trunk's Conv/Gemm work per image over the b1 latency, and ``% peak`` that rate against the machine's
 measured dense peak (float32 rows against the float32 peak, INT8 rows against the INT8 peak;
-:mod:`benchmarks._peak`, measured before and after the timings).  A before/after table
-(Q/DQ file -> CPU INT8 file) closes each model.
+:mod:`benchmarks._peak`, measured before and after the timings at the benchmark's thread count).
+Before/after tables (Q/DQ file -> CPU INT8 file; CPU placement before -> after) close each model.
 
 ``--threads N`` gives every framework N CPU threads (TensorFlow's intra- and inter-op pools, ONNX
 Runtime's intra-op pool, the peer's TensorFlow); 0 keeps each one's default.  On a machine shared
 with other jobs, ``--threads 1`` gives steadier ratios.
 
 Run: ``.venv/bin/python benchmarks/mask_rcnn_inference.py [--runs 3] [--models resnet50,quickstart]
-[--threads 0]``.
+[--threads 0] [--history]``.
 """
 
 from __future__ import annotations
@@ -78,6 +89,11 @@ REPO = Path(__file__).resolve().parents[1]
 #: Rows of the files exported as before the exact rewrites (gather ROIAlign, stem Pad kept).
 BEFORE_FP32 = "ORT FP32 before (no rewrites)"
 BEFORE_TRUNK_INT8 = "trunk INT8 CPU before (Pad kept)"
+#: Rows of the CPU INT8 placement before its value-moving nodes (FPN upsampling) were quantized.
+BEFORE_MOVES = "ORT INT8 CPU before (FPN path float)"
+BEFORE_TRUNK_MOVES = "trunk INT8 CPU before (FPN float)"
+#: The FP32 model with ONNX Runtime's intra-op threads sleeping instead of spinning.
+NO_SPIN = "ORT FP32 allow_spinning=0"
 SPECS = {"resnet50": REPO / "specs" / "mask_rcnn" / "default_train.txt",
          "quickstart": REPO / "specs" / "mask_rcnn" / "quickstart_train.txt"}
 PEER_PACKAGE = "tf-models-official"
@@ -136,15 +152,19 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def measure_interleaved(runs: dict[str, Callable[[np.ndarray], object]], x1: np.ndarray, xb: np.ndarray,
-                        rounds: int) -> dict[str, tuple[list[float], list[float]]]:
-    """Batch-1 latencies (s) and batch-``len(xb)`` times (s) per backend, timed round-robin (one warm-up each)."""
+                        rounds: int) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """Per backend: batch-1 latencies (s), batch-``len(xb)`` times (s) and the process CPU time (s)
+    of each batch-1 run (all threads: a spinning ONNX Runtime pool counts), timed round-robin (one
+    warm-up each)."""
     for run in runs.values():
         run(x1)
         run(xb)
-    times: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label in runs}
+    times: dict[str, tuple[list[float], list[float], list[float]]] = {label: ([], [], []) for label in runs}
     for _ in range(rounds):
         for label, run in runs.items():
+            cpu = time.process_time()
             times[label][0].append(_timed(lambda run=run: run(x1)))
+            times[label][2].append(time.process_time() - cpu)
         for label, run in runs.items():
             times[label][1].append(_timed(lambda run=run: run(xb)))
     return times
@@ -153,11 +173,14 @@ def measure_interleaved(runs: dict[str, Callable[[np.ndarray], object]], x1: np.
 def trunk_outputs(model: Any) -> list[str]:
     """The tensors where MaskRCNN's convolutional trunk (backbone, FPN, RPN heads) hands over to post-processing.
 
-    A node belongs to the trunk when every data input comes from the graph input or the trunk and
-    it is a Conv/Gemm/MatMul or a feature-map operator of the calibration's ``"network"`` region;
-    the trunk's outputs are its tensors read by any other node (or by a graph output).
+    A node belongs to the trunk when every data input (the first input of Reshape, Tile, Slice,
+    ...: the others are shapes) comes from the graph input or the trunk and it is a
+    Conv/Gemm/MatMul or a feature-map operator of the calibration's ``"network"`` region; the
+    trunk's outputs are its tensors read by any other node (or by a graph output).  (Before, the
+    shape operand of the FPN's upsampling ``Reshape``, computed from ``Shape``, cut the trunk
+    after P5: the P3/P4 levels' FPN and RPN convolutions, 2/3 of its work, were left out.)
     """
-    from tltk.export.calibration import NETWORK_OPS, QUANTIZABLE_OPS
+    from tltk.export.calibration import _FIRST_INPUT_ONLY, NETWORK_OPS, QUANTIZABLE_OPS
 
     graph = model.graph
     constants = {i.name for i in graph.initializer}
@@ -167,18 +190,44 @@ def trunk_outputs(model: Any) -> list[str]:
     trunk = {graph.input[0].name}
     members: list[Any] = []
     for node in graph.node:
-        data = [t for t in node.input if t and t not in constants]
+        # the shape operands of Reshape/Tile/... (computed from Shape for a dynamic batch) are not
+        # feature maps: extract_model brings their small subgraphs along
+        inputs = node.input[:1] if node.op_type in _FIRST_INPUT_ONLY else node.input
+        data = [t for t in inputs if t and t not in constants]
         if data and all(t in trunk for t in data) and node.op_type in (set(NETWORK_OPS) | set(QUANTIZABLE_OPS)):
             trunk.update(node.output)
             members.append(node)
     member_ids = {id(n) for n in members}
     outputs: list[str] = []
     for node in graph.node:
-        if id(node) in member_ids:
+        if id(node) in member_ids or node.op_type == "Shape":  # a Shape reads no values
             continue
         outputs += [t for t in node.input if t in trunk and t != graph.input[0].name and t not in outputs]
     outputs += [o.name for o in graph.output if o.name in trunk and o.name not in outputs]
     return outputs
+
+
+def quantized_trunk_outputs(fp32: Any, quantized: Any, outputs: list[str]) -> list[str]:
+    """The tensors of an INT8 file that post-processing reads where the FP32 graph reads ``outputs``.
+
+    An INT8 writer rewires post-processing to a ``DequantizeLinear`` output when it quantized a
+    trunk output; cutting the INT8 file there (rather than placing Q/DQ on the FP32 trunk cut as a
+    model of its own, where every output is a graph output and the convolutions producing them
+    cannot fuse) times the trunk exactly as the whole INT8 model runs it.  Each output is found
+    through a post-processing node reading it (same node name in both files, same input slot).
+    """
+    readers: dict[str, tuple[str, int]] = {}
+    for node in fp32.graph.node:
+        for slot, name in enumerate(node.input):
+            if name in outputs and name not in readers and node.name and node.op_type != "Shape":
+                readers[name] = (node.name, slot)
+    by_name = {n.name: n for n in quantized.graph.node if n.name}
+    mapped = []
+    for name in outputs:
+        reader = readers.get(name)
+        node = by_name.get(reader[0]) if reader else None
+        mapped.append(node.input[reader[1]] if node is not None and reader is not None else name)
+    return mapped
 
 
 def synthetic_images(task: Any, n: int, seed: int) -> np.ndarray:
@@ -284,7 +333,7 @@ def run_peer(python: Path, task: Any, runs: int, threads: int) -> tuple[dict[str
     return json.loads(done.stdout.strip().splitlines()[-1]), ""
 
 
-def _export_worker(model_path: str, folder: str, threads: int) -> None:
+def _export_worker(model_path: str, folder: str, threads: int, history: bool) -> None:
     """In a child process (tf2onnx's conversion of a ResNet-50 at 832x1344 peaks near 7 GB, freed when
     the child ends): FP32 ONNX with the parity check, calibration, both INT8 files, and the trunk of
     each (FP32, Q/DQ, CPU INT8 from the same ranges); writes report.json."""
@@ -294,7 +343,7 @@ def _export_worker(model_path: str, folder: str, threads: int) -> None:
     import tltk.mask_rcnn.model  # noqa: F401 - registers the layers
     from tltk.export.calibration import activation_tensor_names, calibrate_onnx
     from tltk.export.cpu_int8 import optimized_node_counts, quantize_for_cpu, write_cpu_int8_onnx
-    from tltk.export.onnx_export import convert_keras_to_onnx, export_keras_to_onnx, save_onnx
+    from tltk.export.onnx_export import export_keras_to_onnx, save_onnx
     from tltk.export.qdq import write_qdq_onnx
     from tltk.mask_rcnn.model import INPUT_NAME, ONNX_OUTPUT_NAMES
     from tltk.modelfile.container import load_keras_model
@@ -308,14 +357,38 @@ def _export_worker(model_path: str, folder: str, threads: int) -> None:
     ranges = calibrate_onnx(fp32, calibration, tensor_names=tensors, images_per_run=1)
     write_qdq_onnx(fp32, ranges, os.path.join(folder, "model_int8_qdq.onnx"))
     write_cpu_int8_onnx(fp32, ranges, os.path.join(folder, "model_int8_cpu.onnx"))
-    outputs = trunk_outputs(onnx.load(fp32))
+    # the CPU placement before the value-moving nodes were quantized (FPN top-down path float)
+    save_onnx(quantize_for_cpu(onnx.load(fp32), ranges, quantize_moves=False)[0],
+              os.path.join(folder, "model_int8_cpu_moves_float.onnx"))
+    fp32_model = onnx.load(fp32)
+    outputs = trunk_outputs(fp32_model)
     trunk = os.path.join(folder, "trunk.onnx")
     onnx.utils.extract_model(fp32, trunk, [INPUT_NAME], outputs)
-    write_qdq_onnx(trunk, ranges, os.path.join(folder, "trunk_int8_qdq.onnx"))
-    write_cpu_int8_onnx(trunk, ranges, os.path.join(folder, "trunk_int8_cpu.onnx"))
-    # before issue 15/19's rewrites: the converter's graph (Mul/ReduceSum ROIAlign blend, CHW transpose before
-    # fc6, the stem's Pad), calibrated on
-    # that graph, CPU INT8 placed without folding the Pad
+    for name in ("int8_qdq", "int8_cpu", "int8_cpu_moves_float"):  # each INT8 file's own trunk
+        source = os.path.join(folder, f"model_{name}.onnx")
+        onnx.utils.extract_model(source, os.path.join(folder, f"trunk_{name}.onnx"), [INPUT_NAME],
+                                 quantized_trunk_outputs(fp32_model, onnx.load(source), outputs))
+    names = ["model_int8_qdq.onnx", "model_int8_cpu.onnx", "model_int8_cpu_moves_float.onnx", "trunk_int8_qdq.onnx",
+             "trunk_int8_cpu.onnx", "trunk_int8_cpu_moves_float.onnx"]
+    if history:
+        names += _history_files(network, folder, calibration)
+    counts = {name: optimized_node_counts(os.path.join(folder, name)) for name in names}
+    Path(folder, "report.json").write_text(json.dumps({"parity": report.parity_max_abs_diff, "counts": counts,
+                                                       "trunk_outputs": len(outputs)}))
+
+
+def _history_files(network: Any, folder: str, calibration: list[np.ndarray]) -> list[str]:
+    """``--history``: the files of issue 15/19's earlier before/after (written into ``folder``): the
+    converter's graph without the exact rewrites (Mul/ReduceSum ROIAlign blend, CHW transpose before
+    fc6, the stem's Pad), calibrated on that graph, and its trunk placed for CPU without folding the
+    Pad.  Returns the INT8 file names (for the node counts)."""
+    import onnx
+
+    from tltk.export.calibration import activation_tensor_names, calibrate_onnx
+    from tltk.export.cpu_int8 import quantize_for_cpu
+    from tltk.export.onnx_export import convert_keras_to_onnx, save_onnx
+    from tltk.mask_rcnn.model import INPUT_NAME, ONNX_OUTPUT_NAMES
+
     before = os.path.join(folder, "model_before.onnx")
     save_onnx(convert_keras_to_onnx(network, INPUT_NAME, ONNX_OUTPUT_NAMES, rewrites=False), before)
     trunk_before = os.path.join(folder, "trunk_before.onnx")
@@ -325,113 +398,151 @@ def _export_worker(model_path: str, folder: str, threads: int) -> None:
                                    images_per_run=1)
     save_onnx(quantize_for_cpu(onnx.load(trunk_before), ranges_before, fold_pads=False)[0],
               os.path.join(folder, "trunk_before_int8_cpu.onnx"))
-    counts = {name: optimized_node_counts(os.path.join(folder, name))
-              for name in ("model_int8_qdq.onnx", "model_int8_cpu.onnx", "trunk_int8_qdq.onnx",
-                           "trunk_int8_cpu.onnx", "trunk_before_int8_cpu.onnx")}
-    Path(folder, "report.json").write_text(json.dumps({"parity": report.parity_max_abs_diff, "counts": counts,
-                                                       "trunk_outputs": len(outputs)}))
+    return ["trunk_before_int8_cpu.onnx"]
 
 
-def _print_table(title: str, times: dict[str, tuple[list[float], list[float]]], batch: int,
+def _print_table(title: str, times: dict[str, tuple[list[float], list[float], list[float]]], batch: int,
                  flops: float | None, peaks: Any, counts: dict[str, dict[str, int]], errors: dict[str, float],
-                 peer_ms: float | None = None) -> dict[str, tuple[float, float]]:
-    """One table of medians, spreads and ratios; returns label -> (b1 ms, img/s)."""
-    stats = {label: (statistics.median(b1) * 1e3, batch / statistics.median(bb)) for label, (b1, bb) in times.items()}
-    keras_ms = stats.get("Keras (TensorFlow)", (None, None))[0]
+                 peer: dict[str, float] | None = None) -> dict[str, tuple[float, float, float]]:
+    """One table of medians, spreads and ratios; returns label -> (b1 ms, img/s, b1 CPU ms).
+
+    ``flops`` is the work of one batch of ``batch`` images; ``G(FL)OP/s`` is that work per image
+    times the batch-1 rate (1 / b1 latency), ``% peak`` that rate against the float32 or INT8
+    peak.  ``peer`` (Model Garden's ``b1_ms`` / ``b4_img_s``) adds its row, at the same FLOPs.
+    """
+    stats = {label: (statistics.median(b1) * 1e3, batch / statistics.median(bb), statistics.median(cpu) * 1e3)
+             for label, (b1, bb, cpu) in times.items()}
+    keras_ms = stats.get("Keras (TensorFlow)", (None, None, None))[0]
     fp32_ms = next(v[0] for k, v in stats.items() if k.endswith("FP32"))
+    peer_ms = peer["b1_ms"] if peer else None
+    per_image = flops / batch if flops else None
     print(title)
-    header = (f"{'backend':<34}{'b1 ms':>9}{'spread':>13}{f'b{batch} img/s':>10}{'G(FL)OP/s':>11}{'% peak':>9}"
-              f"{'vs Keras':>9}{'vs FP32':>9}{'vs peer':>9}{'int convs':>11}{'max |diff|':>11}")
+    header = (f"{'backend':<34}{'b1 ms':>9}{'spread':>13}{'b1 CPU ms':>10}{'spread':>13}{f'b{batch} img/s':>10}"
+              f"{'G(FL)OP/s':>11}{'% peak':>9}{'vs Keras':>9}{'vs FP32':>9}{'vs peer':>9}{'int convs':>11}"
+              f"{'max |diff|':>11}")
     print(header)
     print("-" * len(header))
-    for label, (b1, _) in times.items():
-        latency, throughput = stats[label]
+
+    def rate(latency_ms: float, label: str) -> tuple[str, str]:
+        if not per_image:
+            return "-", "-"
+        achieved = per_image / (latency_ms / 1e3) / 1e9
+        return f"{achieved:.1f}", fraction(achieved, peaks.int8 if "INT8" in label else peaks.float32)
+
+    for label, (b1, _, cpu) in times.items():
+        latency, throughput, cpu_ms = stats[label]
         spread = f"{min(b1) * 1e3:.0f}-{max(b1) * 1e3:.0f}"
-        rate = f"{flops * throughput / batch / 1e9:.1f}" if flops else "-"
-        peak = peaks.int8 if "INT8" in label else peaks.float32
-        share = fraction(flops * throughput / batch / 1e9, peak) if flops else "-"
+        cpu_spread = f"{min(cpu) * 1e3:.0f}-{max(cpu) * 1e3:.0f}"
+        achieved, share = rate(latency, label)
         vs_keras = f"{latency / keras_ms:.2f}x" if keras_ms else "-"
         vs_peer = f"{latency / peer_ms:.2f}x" if peer_ms else "n/a"
         count = counts.get(label)
         convs = f"{count.get('QLinearConv', 0)}/{count.get('QLinearConv', 0) + count.get('Conv', 0) + count.get('FusedConv', 0)}" \
             if count else "-"
         diff = f"{errors[label]:.3g}" if label in errors else "-"
-        print(f"{label:<34}{latency:>9.1f}{spread:>13}{throughput:>10.2f}{rate:>11}{share:>9}{vs_keras:>9}"
-              f"{latency / fp32_ms:>8.2f}x{vs_peer:>9}{convs:>11}{diff:>11}")
+        print(f"{label:<34}{latency:>9.1f}{spread:>13}{cpu_ms:>10.1f}{cpu_spread:>13}{throughput:>10.2f}{achieved:>11}"
+              f"{share:>9}{vs_keras:>9}{latency / fp32_ms:>8.2f}x{vs_peer:>9}{convs:>11}{diff:>11}")
+    if peer:
+        achieved, share = rate(peer["b1_ms"], "peer")
+        print(f"{'TF Model Garden Mask R-CNN':<34}{peer['b1_ms']:>9.1f}{'':>13}{'':>10}{'':>13}{peer['b4_img_s']:>10.2f}"
+              f"{achieved:>11}{share:>9}{'':>9}{peer['b1_ms'] / fp32_ms:>8.2f}x{1.0:>8.2f}x")
     return stats
 
 
-def _before_after(title: str, before: tuple[float, float], after: tuple[float, float], fp32_ms: float,
-                  kinds: str = "before: Q/DQ, TensorRT placement; after: CPU INT8",
-                  peer_ms: float | None = None) -> None:
+def _before_after(title: str, before: tuple[float, float, float], after: tuple[float, float, float],
+                  fp32_ms: float, kinds: str = "before: Q/DQ, TensorRT placement; after: CPU INT8",
+                  peer_ms: float | None = None, fp32_cpu_ms: float | None = None) -> None:
+    """Before -> after of two rows ``(b1 ms, img/s, b1 CPU ms)``, with their ratios to FP32 (and Model Garden)."""
     print(f"{title} ({kinds})")
     print(f"{'':<20}{'before':>10}{'after':>10}{'after/before':>14}")
     print(f"{'b1 ms':<20}{before[0]:>10.1f}{after[0]:>10.1f}{after[0] / before[0]:>13.2f}x")
     print(f"{'b1 vs ORT FP32':<20}{before[0] / fp32_ms:>9.2f}x{after[0] / fp32_ms:>9.2f}x")
+    print(f"{'b1 CPU ms':<20}{before[2]:>10.1f}{after[2]:>10.1f}{after[2] / before[2]:>13.2f}x")
+    if fp32_cpu_ms:
+        print(f"{'b1 CPU vs FP32 CPU':<20}{before[2] / fp32_cpu_ms:>9.2f}x{after[2] / fp32_cpu_ms:>9.2f}x")
     if peer_ms:
         print(f"{'b1 vs Model Garden':<20}{before[0] / peer_ms:>9.2f}x{after[0] / peer_ms:>9.2f}x")
     print(f"{'b4 img/s':<20}{before[1]:>10.2f}{after[1]:>10.2f}{after[1] / before[1]:>13.2f}x")
 
 
-def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | None, str], threads: int) -> None:
+def _ort_run(path: str, threads: int, spinning: bool = True) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A CPU ONNX Runtime session of ``path`` as a function of the input batch (all outputs).
+
+    ``spinning=False`` sets ``session.intra_op.allow_spinning=0``: the intra-op worker threads sleep
+    between operators instead of spinning, which on a machine shared with other jobs keeps them
+    from burning the cores the other work (and this run's own main thread) needs.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {input_name: x})
+
+
+def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | None, str], threads: int,
+               history: bool = False) -> None:
     import multiprocessing
 
     from tltk.modelfile.container import save_keras_model
-    from tltk.runtime import OnnxRuntimeBackend
 
     task, network, description = load_case(name, model_file)
     x1 = synthetic_images(task, 1, 1)
     x4 = synthetic_images(task, 4, 2)
     load_before = load_average()
-    peaks_before = measure_peaks()
-    labels = {"model.onnx": "ONNX Runtime FP32", "model_before.onnx": BEFORE_FP32,
-              "model_int8_qdq.onnx": "ORT INT8 Q/DQ (TensorRT placement)", "model_int8_cpu.onnx": "ORT INT8 CPU"}
-    trunk_labels = {"trunk.onnx": "trunk ORT FP32", "trunk_before.onnx": "trunk FP32 before (Pad)",
-                    "trunk_int8_qdq.onnx": "trunk INT8 Q/DQ (TensorRT placement)",
-                    "trunk_int8_cpu.onnx": "trunk INT8 CPU", "trunk_before_int8_cpu.onnx": BEFORE_TRUNK_INT8}
+    peaks_before = measure_peaks(threads=threads)
+    labels = {"model.onnx": "ONNX Runtime FP32", "model_int8_qdq.onnx": "ORT INT8 Q/DQ (TensorRT placement)",
+              "model_int8_cpu.onnx": "ORT INT8 CPU",
+              "model_int8_cpu_moves_float.onnx": BEFORE_MOVES}
+    trunk_labels = {"trunk.onnx": "trunk ORT FP32", "trunk_int8_qdq.onnx": "trunk INT8 Q/DQ (TensorRT placement)",
+                    "trunk_int8_cpu.onnx": "trunk INT8 CPU", "trunk_int8_cpu_moves_float.onnx": BEFORE_TRUNK_MOVES}
+    if history:
+        labels["model_before.onnx"] = BEFORE_FP32
+        trunk_labels.update({"trunk_before.onnx": "trunk FP32 before (Pad)",
+                             "trunk_before_int8_cpu.onnx": BEFORE_TRUNK_INT8})
     with tempfile.TemporaryDirectory(prefix="tltk-bench-") as tmp:
         model_path = os.path.join(tmp, "model.tlt")
         save_keras_model(model_path, network, {"model_kind": "mask_rcnn"})
         np.savez(os.path.join(tmp, "images.npz"), x1=x1, calibration=synthetic_images(task, 4, 10))
-        child = multiprocessing.get_context("spawn").Process(target=_export_worker, args=(model_path, tmp, threads))
+        child = multiprocessing.get_context("spawn").Process(target=_export_worker,
+                                                             args=(model_path, tmp, threads, history))
         child.start()
         child.join()
         if child.exitcode != 0:
             raise SystemExit(f"the ONNX export of the {name} model failed (exit code {child.exitcode})")
         report = json.loads(Path(tmp, "report.json").read_text())
         counts = {({**labels, **trunk_labels})[f]: c for f, c in report["counts"].items()}
-        trunk_flops = onnx_conv_flops(os.path.join(tmp, "trunk.onnx"), [x4.shape[0], *x4.shape[1:]])
-        backends = {label: OnnxRuntimeBackend(os.path.join(tmp, file), providers=["CPUExecutionProvider"],
-                                              intra_op_threads=threads) if file.startswith("model") else None
-                    for file, label in labels.items()}
-        timed: dict[str, Callable[[np.ndarray], object]] = {"Keras (TensorFlow)": task.keras_predictor(network)}
-        timed.update({label: b.run for label, b in backends.items() if b is not None})
-        import onnxruntime as ort
+        trunk_flops = onnx_conv_flops(os.path.join(tmp, "trunk.onnx"), x4.shape)
+        # the whole model: the proposal and detection heads' shapes (after TopK / NMS) from one run
+        model_flops = onnx_conv_flops(os.path.join(tmp, "model.onnx"), x4.shape, sample=x4)
+        model_flops_static = onnx_conv_flops(os.path.join(tmp, "model.onnx"), x4.shape)
+        fp32_path = os.path.join(tmp, "model.onnx")
+        whole = {label: _ort_run(os.path.join(tmp, file), threads) for file, label in labels.items()}
+        import onnx
 
-        trunk_runs: dict[str, Callable[[np.ndarray], object]] = {}
-        trunk_out: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {}
-        for file, label in trunk_labels.items():
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            if threads:
-                options.intra_op_num_threads = threads
-            session = ort.InferenceSession(os.path.join(tmp, file), options, providers=["CPUExecutionProvider"])
-            input_name = session.get_inputs()[0].name
-            trunk_out[label] = lambda x, s=session, n=input_name: s.run(None, {n: x})
-            trunk_runs[label] = trunk_out[label]
-        reference = backends["ONNX Runtime FP32"].run(x4)
-        errors = {label: float(np.abs(b.run(x4)["mask_fcn_logits/BiasAdd"] - reference["mask_fcn_logits/BiasAdd"])
-                               .max()) for label, b in backends.items() if b is not None}
+        graph_outputs = [o.name for o in onnx.load(fp32_path, load_external_data=False).graph.output]
+        mask_index = next(i for i, n in enumerate(graph_outputs) if n.startswith("mask_fcn_logits"))
+        timed: dict[str, Callable[[np.ndarray], object]] = {"Keras (TensorFlow)": task.keras_predictor(network)}
+        timed.update(whole)
+        timed[NO_SPIN] = _ort_run(fp32_path, threads, spinning=False)
+        trunk_out = {label: _ort_run(os.path.join(tmp, file), threads) for file, label in trunk_labels.items()}
+        reference = whole["ONNX Runtime FP32"](x4)
+        errors = {}
+        for label, run in whole.items():
+            errors[label] = float(np.abs(run(x4)[mask_index] - reference[mask_index]).max())
         trunk_ref = trunk_out["trunk ORT FP32"](x4)
         trunk_errors = {label: max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
                                    for a, b in zip(fn(x4), trunk_ref, strict=True))
                         for label, fn in trunk_out.items()}
         times = measure_interleaved(timed, x1, x4, runs)
-        trunk_times = measure_interleaved(trunk_runs, x1, x4, runs)
-        for b in backends.values():
-            if b is not None:
-                b.close()
-    peaks = merge(peaks_before, measure_peaks())
+        trunk_times = measure_interleaved(dict(trunk_out), x1, x4, runs)
+        del whole, trunk_out, timed
+    peaks = merge(peaks_before, measure_peaks(threads=threads))
     load_after = load_average()
     python, why = peer
     peer_result: dict[str, float] | None = None
@@ -442,29 +553,49 @@ def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | 
     print(f"export parity Keras vs ONNX Runtime max |diff| {report['parity']:.2e}; {os.cpu_count()} CPUs, threads "
           f"per framework: {threads or 'default'}; {runs} interleaved rounds; {load_before} (start), "
           f"{load_after} (end)")
-    print("machine peak (best of each GEMM, measured before and after the timings):")
+    print(f"machine peak at {threads or 'all'} thread(s) (best of each GEMM, measured before and after the timings):")
     print("\n".join(peak_lines(peaks)))
+    per_image = model_flops / x4.shape[0]
+    print(f"\nwhole model: {per_image / 1e9:.2f} GFLOP per image (Conv/ConvTranspose/Gemm/MatMul of the FP32 graph at "
+          f"batch {x4.shape[0]}; static shape inference alone finds {model_flops_static / x4.shape[0] / 1e9:.2f}: the "
+          f"heads after TopK/NMS are sized from one run); G(FL)OP/s = FLOP per image / b1 latency")
+    if peer_result is not None:
+        print("Model Garden's row assumes the same arithmetic per image (same backbone, FPN, heads, proposal and "
+              "detection counts: PEER_SCRIPT)")
     peer_ms = peer_result["b1_ms"] if peer_result else None
-    stats = _print_table("whole model (max |diff|: mask logits vs FP32)", times, x4.shape[0], None, peaks, counts,
-                         errors, peer_ms)
+    stats = _print_table("whole model (max |diff|: mask logits vs FP32)", times, x4.shape[0], model_flops, peaks,
+                         counts, errors, peer_result)
     if peer_result is None:
         print(f"{'TF Model Garden Mask R-CNN':<34}unavailable ({why})")
     else:
-        print(f"{'TF Model Garden Mask R-CNN':<34}{peer_result['b1_ms']:>9.1f}{'':>13}{peer_result['b4_img_s']:>10.2f}")
+        need_ms = 0.5 * peer_result["b1_ms"]
+        need_rate = per_image / (need_ms / 1e3) / 1e9
+        print(f"ORT FP32 at 0.5x Model Garden would need {need_ms:.1f} ms = {need_rate:.1f} GFLOP/s = "
+              f"{fraction(need_rate, peaks.float32)} of the float32 peak")
+    fp32_cpu, spin_cpu = stats["ONNX Runtime FP32"][2], stats[NO_SPIN][2]
+    print(f"allow_spinning=0: b1 {stats[NO_SPIN][0]:.1f} vs {stats['ONNX Runtime FP32'][0]:.1f} ms wall "
+          f"({stats[NO_SPIN][0] / stats['ONNX Runtime FP32'][0]:.2f}x), CPU {spin_cpu:.1f} vs {fp32_cpu:.1f} ms "
+          f"({spin_cpu / fp32_cpu:.2f}x)")
     print(f"\ntrunk: input -> {report['trunk_outputs']} tensors read by post-processing; "
           f"{trunk_flops / x4.shape[0] / 1e9:.2f} GFLOP per image (max |diff|: relative to each output's max)")
     trunk_stats = _print_table("", trunk_times, x4.shape[0], trunk_flops, peaks, counts, trunk_errors)
     print()
     _before_after("before/after, whole model", stats[labels["model_int8_qdq.onnx"]],
                   stats[labels["model_int8_cpu.onnx"]], stats["ONNX Runtime FP32"][0])
-    _before_after("before/after, trunk", trunk_stats[trunk_labels["trunk_int8_qdq.onnx"]],
-                  trunk_stats[trunk_labels["trunk_int8_cpu.onnx"]], trunk_stats["trunk ORT FP32"][0])
-    _before_after("FP32 export before/after (MatMul blend, fc6 rows, Pad folded)", stats[BEFORE_FP32],
-                  stats["ONNX Runtime FP32"], stats["ONNX Runtime FP32"][0],
-                  kinds="before: the converter's graph; after: with the exact rewrites", peer_ms=peer_ms)
-    _before_after("CPU INT8 trunk before/after (stem Pad folded into MaxPool)", trunk_stats[BEFORE_TRUNK_INT8],
+    _before_after("CPU INT8 whole model before/after (FPN top-down path on integers)", stats[BEFORE_MOVES],
+                  stats[labels["model_int8_cpu.onnx"]], stats["ONNX Runtime FP32"][0],
+                  kinds="before: value-moving nodes float; after: quantized", fp32_cpu_ms=fp32_cpu)
+    _before_after("CPU INT8 trunk before/after (FPN top-down path on integers)", trunk_stats[BEFORE_TRUNK_MOVES],
                   trunk_stats[trunk_labels["trunk_int8_cpu.onnx"]], trunk_stats["trunk ORT FP32"][0],
-                  kinds="before: Pad kept, stem conv float; after: stem on integers")
+                  kinds="before: value-moving nodes float; after: quantized",
+                  fp32_cpu_ms=trunk_stats["trunk ORT FP32"][2])
+    if history:
+        _before_after("FP32 export before/after (MatMul blend, fc6 rows, Pad folded)", stats[BEFORE_FP32],
+                      stats["ONNX Runtime FP32"], stats["ONNX Runtime FP32"][0],
+                      kinds="before: the converter's graph; after: with the exact rewrites", peer_ms=peer_ms)
+        _before_after("CPU INT8 trunk before/after (stem Pad folded into MaxPool)", trunk_stats[BEFORE_TRUNK_INT8],
+                      trunk_stats[trunk_labels["trunk_int8_cpu.onnx"]], trunk_stats["trunk ORT FP32"][0],
+                      kinds="before: Pad kept, stem conv float; after: stem on integers")
 
 
 def main() -> None:
@@ -475,6 +606,9 @@ def main() -> None:
     parser.add_argument("--peer_venv", default=str(DEFAULT_PEER_VENV),
                         help="virtual environment for tf-models-official (created when missing)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per framework (0: defaults)")
+    parser.add_argument("--history", action="store_true",
+                        help="also time the files of earlier before/afters (export without the exact rewrites, "
+                             "stem Pad kept): one more tf2onnx conversion and calibration")
     args = parser.parse_args()
     os.environ.update(thread_env(args.threads))  # before TensorFlow is imported
     logging.basicConfig(level=logging.WARNING)
@@ -483,7 +617,8 @@ def main() -> None:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         if name not in SPECS:
             parser.error(f"--models: unknown model {name!r} (resnet50, quickstart)")
-        bench_case(name, args.quickstart_model if name == "quickstart" else None, args.runs, peer, args.threads)
+        bench_case(name, args.quickstart_model if name == "quickstart" else None, args.runs, peer, args.threads,
+                   args.history)
 
 
 if __name__ == "__main__":

@@ -237,14 +237,7 @@ def test_fpn_top_down_path_runs_on_integers() -> None:
     assert counts.get("Conv", 0) + counts.get("FusedConv", 0) == 1, counts
     assert counts.get("QLinearAdd", 0) == 1, counts
     # before: the same ranges without the value-moving nodes quantized leave l4 float
-    import tltk.export.cpu_int8 as cpu_int8
-
-    saved = cpu_int8.MOVE_OPS
-    try:
-        cpu_int8.MOVE_OPS = ()
-        before_model = quantize_for_cpu(fp32, ranges)[0]
-    finally:
-        cpu_int8.MOVE_OPS = saved
+    before_model = quantize_for_cpu(fp32, ranges, quantize_moves=False)[0]
     before = optimized_node_counts(before_model.SerializeToString())
     assert before.get("QLinearConv", 0) == 5, before
     # moving uint8 values is exact: the outputs equal the previous placement's (measured: max error
@@ -256,3 +249,30 @@ def test_fpn_top_down_path_runs_on_integers() -> None:
         err = float(np.abs(out - ref).max()) / float(np.abs(ref).max())
         assert err < 0.05, err
         np.testing.assert_allclose(out, prev, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def test_a_layer_read_by_a_conv_transpose_still_runs_on_integers() -> None:
+    """MaskRCNN's mask head: conv+relu -> 2x2/2 ConvTranspose (which ONNX Runtime's CPU provider runs
+    in float): the conv's Relu output is quantized (uint8, zero point 0) so the conv fuses to
+    QLinearConv and the deconvolution reads the dequantized tensor."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (8, 4, 2, 2)).astype(np.float32), "wt"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "bt")]
+    nodes = [helper.make_node("Conv", ["input_1", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="mask_conv"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="mask_relu"),
+             helper.make_node("ConvTranspose", ["r1", "wt", "bt"], ["up"], strides=[2, 2], name="mask_deconv")]
+    graph = helper.make_graph(nodes, "mask_head",
+                              [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("up", TensorProto.FLOAT, ["batch", 4, 2 * SIZE, 2 * SIZE])],
+                              inits)
+    fp32 = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    ranges = calibrate_onnx(fp32.SerializeToString(), [_data(4, 1)], method="minmax")
+    cpu, summary = quantize_for_cpu(fp32, ranges)
+    assert summary.activation_tensors == ["input_1", "r1"] and summary.non_negative_tensors == ["r1"]
+    counts = optimized_node_counts(cpu.SerializeToString())
+    assert counts.get("QLinearConv", 0) == 1 and counts.get("ConvTranspose", 0) == 1, counts
+    x = _data(2, 3)
+    ref, out = _run(fp32, x)[0], _run(cpu, x)[0]
+    assert float(np.abs(out - ref).max()) / float(np.abs(ref).max()) < 0.03

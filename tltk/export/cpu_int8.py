@@ -9,8 +9,10 @@ want, from the same :class:`~tltk.export.calibration_cache.ActivationRanges`:
 
 * every ranged activation tensor that is an input of a quantized node, or an output of one that
   another quantized node reads (directly or through a ``Relu``), gets a
-  ``QuantizeLinear -> DequantizeLinear`` pair; graph outputs and the outputs of the last layers
-  (read only by float operators: detection heads, post-processing) stay float32, and a
+  ``QuantizeLinear -> DequantizeLinear`` pair (a layer read by a ``ConvTranspose``, which ONNX
+  Runtime runs in float, counts as read by a quantized node: :data:`FLOAT_LAYER_OPS`); graph
+  outputs and the outputs of the last layers (read only by float operators: detection heads,
+  post-processing) stay float32, and a
   Conv/Gemm output whose only consumer is a ``Relu`` has no pair of its own (the Relu's output
   carries it, and ONNX Runtime folds the Relu into the quantization);
 * quantized nodes: Conv/Gemm/MatMul with a constant weight (:data:`WEIGHTED_OPS`), the data
@@ -60,6 +62,13 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 #: Data operators whose inputs and outputs are quantized, so ONNX Runtime runs them on integers.
 DATA_OPS = ("Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize")
+
+#: Layers ONNX Runtime's CPU provider runs in float even between Q/DQ pairs (no integer
+#: ``ConvTranspose`` kernel).  A weighted layer whose output such a layer reads still quantizes
+#: that output (an inner feature map, not a head output): the producer then runs as
+#: ``QLinearConv`` and the float layer reads the dequantized tensor (MaskRCNN's last 3x3 mask
+#: convolution, 4.6 GFLOP at the quickstart size, before the 2x2 mask deconvolution).
+FLOAT_LAYER_OPS = ("ConvTranspose",)
 
 #: Operators that only move or copy values (first input: the data; the others: shapes, axes,
 #: repeats).  Between quantized tensors their output shares its input's scale and zero point, so
@@ -127,8 +136,8 @@ def write_cpu_int8_onnx(
     return out, summary
 
 
-def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
-                     fold_pads: bool = True) -> tuple[onnx.ModelProto, CpuInt8Summary]:
+def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges, fold_pads: bool = True,
+                     quantize_moves: bool = True) -> tuple[onnx.ModelProto, CpuInt8Summary]:
     """Insert ONNX Runtime-placed uint8/int8 Q/DQ nodes in a copy of ``model`` (rules: module docstring).
 
     Args:
@@ -137,6 +146,8 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
         fold_pads: first fold zero ``Pad`` nodes before ``MaxPool`` into the pooling
             (:func:`tltk.export.onnx_passes.fold_pad_into_maxpool`, exact), so ResNet's stem
             convolution runs on integers; False keeps them (for comparisons).
+        quantize_moves: quantize the value-moving nodes of :data:`MOVE_OPS` between quantized
+            tensors; False leaves them float (the placement before, for comparisons).
 
     Returns:
         ``(quantized_model, summary)``.
@@ -192,7 +203,7 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
     # topological, so walking it backwards sees every consumer before its producer)
     moves: set[int] = set()
     for node in reversed(graph.node):
-        if node.op_type in MOVE_OPS and usable(node.input[0]) and usable(node.output[0]) and any(
+        if quantize_moves and node.op_type in MOVE_OPS and usable(node.input[0]) and usable(node.output[0]) and any(
                 id(u) in weighted or id(u) in data_nodes or id(u) in moves for u in consumers.get(node.output[0], [])):
             moves.add(id(node))
     for node in graph.node:
@@ -202,11 +213,14 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges,
     # 2. which tensors get a Q/DQ pair
     quantized_ids = set(weighted) | data_nodes | moves
 
+    def reads_integers(user: onnx.NodeProto) -> bool:
+        return id(user) in quantized_ids or user.op_type in FLOAT_LAYER_OPS
+
     def feeds_quantized(tensor: str) -> bool:
         for user in consumers.get(tensor, []):
-            if id(user) in quantized_ids:
+            if reads_integers(user):
                 return True
-            if user.op_type == "Relu" and any(id(u) in quantized_ids for u in consumers.get(user.output[0], [])):
+            if user.op_type == "Relu" and any(reads_integers(u) for u in consumers.get(user.output[0], [])):
                 return True
         return False
 
@@ -351,5 +365,5 @@ def optimized_node_counts(model: str | os.PathLike[str] | bytes,
     return dict(counts.most_common())
 
 
-__all__ = ["DATA_OPS", "MOVE_OPS", "WEIGHTED_OPS", "CpuInt8Summary", "optimized_node_counts", "quantize_for_cpu",
+__all__ = ["DATA_OPS", "FLOAT_LAYER_OPS", "MOVE_OPS", "WEIGHTED_OPS", "CpuInt8Summary", "optimized_node_counts", "quantize_for_cpu",
            "write_cpu_int8_onnx"]

@@ -153,7 +153,8 @@ def onnx_conv_flops(model_path: str, input_shape: Sequence[int], sample: np.ndar
         input_shape: the full input shape, batch included.
         sample: an input of ``input_shape``; when given, the shapes that static inference cannot
             work out (after a ``TopK`` / ``NonMaxSuppression``: MaskRCNN's proposal and detection
-            heads) are read from one ONNX Runtime run of the model on it, with those nodes'
+            heads; after a ``Reshape`` whose shape is computed from ``Shape``: its FPN's
+            upsampling) are read from one ONNX Runtime run of the model on it, with those nodes'
             tensors added as outputs.  Without it such nodes count 0.
 
     Returns:

@@ -517,7 +517,8 @@ def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | 
             raise SystemExit(f"the ONNX export of the {name} model failed (exit code {child.exitcode})")
         report = json.loads(Path(tmp, "report.json").read_text())
         counts = {({**labels, **trunk_labels})[f]: c for f, c in report["counts"].items()}
-        trunk_flops = onnx_conv_flops(os.path.join(tmp, "trunk.onnx"), x4.shape)
+        # shapes after the FPN's upsampling Reshape (its shape computed from Shape) from one run too
+        trunk_flops = onnx_conv_flops(os.path.join(tmp, "trunk.onnx"), x4.shape, sample=x4)
         # the whole model: the proposal and detection heads' shapes (after TopK / NMS) from one run
         model_flops = onnx_conv_flops(os.path.join(tmp, "model.onnx"), x4.shape, sample=x4)
         model_flops_static = onnx_conv_flops(os.path.join(tmp, "model.onnx"), x4.shape)

@@ -74,8 +74,9 @@ FLOAT_LAYER_OPS = ("ConvTranspose",)
 #: repeats).  Between quantized tensors their output shares its input's scale and zero point, so
 #: ONNX Runtime's CPU provider drops the Q/DQ pair around them and they run on the uint8 tensor.
 #: MaskRCNN's FPN upsamples the top-down path with ``Unsqueeze -> Tile -> Reshape`` (Keras'
-#: ``repeat``) and layout ``Transpose`` nodes: without this the lateral convolutions, whose
-#: outputs feed that path, cannot run as ``QLinearConv``.
+#: ``repeat``) and its output convolutions reach the RPN head, P6's pooling and ROIAlign through
+#: layout ``Transpose`` nodes: without this a convolution read only through such nodes gets no
+#: output pair and stays float (ONNX Runtime fuses ``DQ -> Conv -> Q`` only).
 MOVE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Tile", "Flatten", "Expand")
 
 @dataclass

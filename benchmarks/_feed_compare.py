@@ -70,6 +70,20 @@ def _block(train_function: Callable[[Any], Any], dataset: Any, warmup: int, step
     return wall / steps, used / steps
 
 
+def time_steps(train_function: Callable[[Any], Any], dataset: Any, steps: int) -> list[float]:
+    """Wall seconds of each of ``steps`` calls of ``train_function`` on ``dataset``, after one untimed call."""
+    import tensorflow as tf
+
+    iterator = iter(dataset)
+    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, train_function(iterator))
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, train_function(iterator))
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def compare(model: Any, modes: dict[str, Any], steps: int, reps: int, warmup: int,
             log: Callable[[str], None] = print, partial: Callable[[list[ModeResult]], None] | None = None
             ) -> list[ModeResult]:

@@ -17,17 +17,27 @@ from tltk.export.qdq import quantize_onnx_model  # noqa: E402
 SIZE = 32
 
 
+def _he_weight(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+    """A He-initialised float32 weight initializer (std sqrt(2 / fan_in))."""
+    fan_in = int(np.prod(shape[1:]))
+    return numpy_helper.from_array(rng.normal(0, np.sqrt(2.0 / fan_in), shape).astype(np.float32), name)
+
+
+def _bias(rng: np.random.Generator, name: str, n: int) -> onnx.TensorProto:
+    """A float32 bias initializer of ``n`` values, std 0.1."""
+    return numpy_helper.from_array(rng.normal(0, 0.1, n).astype(np.float32), name)
+
+
 def _resnet_block_model() -> onnx.ModelProto:
     """input_1 [N,3,32,32] -> conv+relu -> maxpool -> residual block (conv+relu, conv, add, relu) ->
     {cov conv + Sigmoid, bbox conv}: the structure of DetectNet_v2's ResNet in miniature."""
     rng = np.random.default_rng(0)
 
     def w(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
-        fan_in = int(np.prod(shape[1:]))
-        return numpy_helper.from_array(rng.normal(0, np.sqrt(2.0 / fan_in), shape).astype(np.float32), name)
+        return _he_weight(rng, name, shape)
 
     def b(name: str, n: int) -> onnx.TensorProto:
-        return numpy_helper.from_array(rng.normal(0, 0.1, n).astype(np.float32), name)
+        return _bias(rng, name, n)
 
     inits = [w("w1", (16, 3, 3, 3)), b("b1", 16), w("w2", (16, 16, 3, 3)), b("b2", 16), w("w3", (16, 16, 3, 3)),
              b("b3", 16), w("wc", (2, 16, 1, 1)), b("bc", 2), w("wb", (8, 16, 1, 1)), b("bb", 8)]
@@ -167,11 +177,10 @@ def _fpn_model() -> onnx.ModelProto:
     rng = np.random.default_rng(3)
 
     def w(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
-        fan_in = int(np.prod(shape[1:]))
-        return numpy_helper.from_array(rng.normal(0, np.sqrt(2.0 / fan_in), shape).astype(np.float32), name)
+        return _he_weight(rng, name, shape)
 
     def b(name: str, n: int) -> onnx.TensorProto:
-        return numpy_helper.from_array(rng.normal(0, 0.1, n).astype(np.float32), name)
+        return _bias(rng, name, n)
 
     def ints(name: str, values: list[int]) -> onnx.TensorProto:
         return numpy_helper.from_array(np.array(values, np.int64), name)

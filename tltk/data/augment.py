@@ -13,7 +13,7 @@ Order (the documented one, see docs/data_pipeline.md):
 
 1. optional auto-resize of the whole image to the output size (``enable_auto_resize``);
 2. crop ``[crop_left, crop_right) x [crop_top, crop_bottom)`` of that image (when any crop
-   value is non-zero), then scale by ``scale_width``/``scale_height`` (when non-zero).  The
+   value is non-zero), then scale by ``scale_width``/``scale_height`` (when not 1).  The
    result is the *canvas*;
 3. training only: random flips (horizontal and vertical), translation, zoom and rotation on
    the canvas, drawn per image;
@@ -68,7 +68,8 @@ class PreprocessingParams:
         output_channels: 1 or 3.
         crop_left, crop_top, crop_right, crop_bottom: crop rectangle in (resized) image pixels;
             all zero means no crop.
-        scale_width, scale_height: scale factors applied after the crop; 0 means 1.
+        scale_width, scale_height: scale factors applied after the crop; 1 means no scaling
+            (a spec's unset or explicit 0 reads as 1, the proto's default).
         min_bbox_width, min_bbox_height: boxes narrower/lower than this (output pixels, after
             augmentation and clipping) are dropped.
         enable_auto_resize: resize every image to the output size first (aspect not kept).
@@ -81,8 +82,8 @@ class PreprocessingParams:
     crop_top: int = 0
     crop_right: int = 0
     crop_bottom: int = 0
-    scale_width: float = 0.0
-    scale_height: float = 0.0
+    scale_width: float = 1.0
+    scale_height: float = 1.0
     min_bbox_width: float = 0.0
     min_bbox_height: float = 0.0
     enable_auto_resize: bool = False
@@ -284,8 +285,8 @@ def preprocessing_matrix(image_width: Any, image_height: Any, params: Preprocess
         m = m @ translation_matrix(float(params.crop_left), float(params.crop_top))
         w = tf.constant(float(params.crop_right - params.crop_left))
         h = tf.constant(float(params.crop_bottom - params.crop_top))
-    sw = params.scale_width or 1.0
-    sh = params.scale_height or 1.0
+    sw = params.scale_width
+    sh = params.scale_height
     if sw != 1.0 or sh != 1.0:
         m = m @ _mat([[1.0 / sw, 0.0, 0.0], [0.0, 1.0 / sh, 0.0], [0.0, 0.0, 1.0]])
         w = w * sw

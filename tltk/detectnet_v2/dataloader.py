@@ -113,16 +113,15 @@ def target_class_names(experiment: Any) -> list[str]:
     ``cost_function_config.target_classes`` names when present, else the sorted unique values
     of ``dataset_config.target_class_mapping``.
     """
-    cost = getattr(experiment, "cost_function_config", None)
-    names = [str(t.name) for t in (getattr(cost, "target_classes", None) or [])]
+    names = [str(t.name) for t in experiment.cost_function_config.target_classes]
     if names:
         return names
-    mapping = dict(getattr(experiment.dataset_config, "target_class_mapping", {}) or {})
+    mapping = dict(experiment.dataset_config.target_class_mapping)
     return sorted({str(v) for v in mapping.values()})
 
 
 def _class_mapping(experiment: Any, class_names: list[str]) -> dict[str, int]:
-    mapping = dict(getattr(experiment.dataset_config, "target_class_mapping", {}) or {})
+    mapping = dict(experiment.dataset_config.target_class_mapping)
     if not mapping:
         raise SpecError("invalid dataset_config", [
             "dataset_config.target_class_mapping: at least one 'key: source class, value: target class' entry is "
@@ -169,16 +168,16 @@ class DetectNetV2Data:
         scale, offset = float(bbox_obj.scale), float(bbox_obj.offset)
         self.rasterizer = RasterizerParams.from_config(experiment.bbox_rasterizer_config, self.class_names,
                                                        pre.output_width, pre.output_height, scale, offset)
-        lm = getattr(experiment, "loss_mask_label_filter", None)
-        has_lm = experiment.HasField("loss_mask_label_filter") if hasattr(experiment, "HasField") else lm is not None
-        self.loss_mask = LossMaskParams.from_config(lm if has_lm else None, self.class_names)
+        has_lm = experiment.HasField("loss_mask_label_filter")
+        self.loss_mask = LossMaskParams.from_config(experiment.loss_mask_label_filter if has_lm else None,
+                                                    self.class_names)
         self.seed = int(experiment.random_seed)
         self.extension = image_extension(self.dataset_config).lstrip(".")
         self.batch_size = int(experiment.training_config.batch_size_per_gpu)
         self._stats: dict[str, SplitStats] = {}
         self._image_paths: dict[str, list[str]] = {}
         self._image_caches: dict[str, tf.lookup.StaticHashTable | None] = {}
-        self.image_cache_mb = int(getattr(self.dataset_config, "image_cache_mb", 0) or 0)
+        self.image_cache_mb = int(self.dataset_config.image_cache_mb)
 
     # ---- sources ------------------------------------------------------------------------
 

@@ -36,11 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tltk import console
+from tltk._proto import detectnet_v2_pb2 as pb
 from tltk.data.images import verify_image
 from tltk.data.kitti import LabelProblem, read_kitti_calibration, read_kitti_labels
 from tltk.data.tfrecord import DetectionFrameRecord, DetectionObjectRecord, shard_filename
+from tltk.detectnet_v2.spec import kitti_image_extension
 from tltk.errors import InvalidInputError, SpecError
 from tltk.fileio import atomic_write_text
+from tltk.spec.fields import spec_field
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,21 @@ class ConvertReport:
 
 # ---- spec access ------------------------------------------------------------------------------
 
+_MODIFIER = pb.DatasetExportConfig.SampleModifierConfig
+
+#: ``minimum_target_class_imbalance`` of a class the map leaves out (TAO's value; a map field
+#: has no ``[default = ...]``).
+DEFAULT_CLASS_IMBALANCE = 1.0
+
+
+def _kitti(config: Any, name: str) -> Any:
+    return spec_field(config, pb.KITTIConfig, name)
+
+
+def _coco(config: Any, name: str) -> Any:
+    return spec_field(config, pb.COCOConfig, name)
+
+
 def _which(msg: Any, oneof: str, names: tuple[str, ...]) -> str | None:
     if hasattr(msg, "WhichOneof"):
         return msg.WhichOneof(oneof)
@@ -170,12 +188,14 @@ class SampleModifier:
     """
 
     def __init__(self, config: Any, num_partitions: int, validation_fold: int | None) -> None:
-        self.mapping = {str(k).lower(): str(v) for k, v in dict(getattr(config, "source_to_target_class_mapping", {}) or {}).items()}
-        self.filter_only = [str(c) for c in (getattr(config, "filter_samples_containing_only", []) or [])]
-        self.dominant = [str(c) for c in (getattr(config, "dominant_target_classes", []) or [])]
-        self.imbalance = {str(k): float(v) for k, v in dict(getattr(config, "minimum_target_class_imbalance", {}) or {}).items()}
-        self.num_duplicates = int(getattr(config, "num_duplicates", 0) or 0)
-        max_samples = int(getattr(config, "max_training_samples", 0) or 0)
+        self.mapping = {str(k).lower(): str(v)
+                        for k, v in dict(spec_field(config, _MODIFIER, "source_to_target_class_mapping")).items()}
+        self.filter_only = [str(c) for c in spec_field(config, _MODIFIER, "filter_samples_containing_only")]
+        self.dominant = [str(c) for c in spec_field(config, _MODIFIER, "dominant_target_classes")]
+        self.imbalance = {str(k): float(v)
+                          for k, v in dict(spec_field(config, _MODIFIER, "minimum_target_class_imbalance")).items()}
+        self.num_duplicates = int(spec_field(config, _MODIFIER, "num_duplicates"))
+        max_samples = int(spec_field(config, _MODIFIER, "max_training_samples"))
         self.validation_fold = validation_fold
         targets = set(self.mapping.values())
         bad = [c for c in self.filter_only + self.dominant if c not in targets]
@@ -197,7 +217,7 @@ class SampleModifier:
         if self.dominant and targets and self.num_duplicates:
             counts = Counter(targets)
             rare = [c for c in counts if c not in self.dominant]
-            if any(counts[r] > counts.get(d, 0) * self.imbalance.get(r, 1.0) for r in rare for d in self.dominant):
+            if any(counts[r] > counts.get(d, 0) * self.imbalance.get(r, DEFAULT_CLASS_IMBALANCE) for r in rare for d in self.dominant):
                 out += [frame] * self.num_duplicates
         if self.cap:
             room = max(self.cap - self._written[partition], 0)
@@ -213,13 +233,6 @@ class _KittiFrame:
     frame_id: str
     image_path: str
     label_path: str
-
-
-def _image_extension(value: str) -> str:
-    value = (value or "").strip()
-    if not value:
-        return ".png"
-    return value if value.startswith(".") else "." + value
 
 
 def kitti_partitions(config: Any, resolve: Callable[[str], str], problems: list[LabelProblem]
@@ -239,11 +252,11 @@ def kitti_partitions(config: Any, resolve: Callable[[str], str], problems: list[
         SpecError: unknown partition mode, bad ``val_split``, missing sequence file.
         InvalidInputError: the image folder does not exist or holds no image.
     """
-    root = resolve(str(config.root_directory_path or "."))
-    image_dir = os.path.join(root, str(config.image_dir_name))
-    label_dir = os.path.join(root, str(config.label_dir_name))
-    ext = _image_extension(str(getattr(config, "image_extension", "") or ""))
-    mode = str(getattr(config, "partition_mode", "") or "").strip().lower()
+    root = resolve(str(_kitti(config, "root_directory_path")))
+    image_dir = os.path.join(root, str(_kitti(config, "image_dir_name")))
+    label_dir = os.path.join(root, str(_kitti(config, "label_dir_name")))
+    ext = kitti_image_extension(config)
+    mode = str(_kitti(config, "partition_mode")).strip().lower()
     paths = {"root": root, "images": image_dir, "labels": label_dir, "extension": ext}
     if not os.path.isdir(image_dir):
         raise InvalidInputError(f"KITTI image folder not found: {image_dir}",
@@ -252,10 +265,10 @@ def kitti_partitions(config: Any, resolve: Callable[[str], str], problems: list[
         raise InvalidInputError(f"KITTI label folder not found: {label_dir}",
                                 hint="check kitti_config.root_directory_path and label_dir_name")
     if mode == "random":
-        num = int(getattr(config, "num_partitions", 0) or 0)
-        if num not in (0, 2):
+        num = int(_kitti(config, "num_partitions"))
+        if num != 2:
             log.warning("kitti_config.num_partitions is %d; random partitioning always makes 2 (validation, training)", num)
-        val_split = float(getattr(config, "val_split", 0.0) or 0.0)
+        val_split = float(_kitti(config, "val_split"))
         if not 0.0 <= val_split / 100.0 < 1.0:
             raise SpecError("invalid kitti_config", [f"kitti_config.val_split: {val_split} must be a percentage in [0, 100)"])
         names = sorted(n for n in os.listdir(image_dir) if n.endswith(ext))
@@ -278,7 +291,7 @@ def kitti_partitions(config: Any, resolve: Callable[[str], str], problems: list[
                      "training choose validation_fold 0.")
         return [frames[:num_val], frames[num_val:]], 2, paths
     if mode == "sequence":
-        seq_file = str(getattr(config, "kitti_sequence_to_frames_file", "") or "")
+        seq_file = str(_kitti(config, "kitti_sequence_to_frames_file"))
         if not seq_file:
             raise SpecError("invalid kitti_config", ["kitti_config.kitti_sequence_to_frames_file: required for "
                                                      "partition_mode \"sequence\""])
@@ -292,7 +305,7 @@ def kitti_partitions(config: Any, resolve: Callable[[str], str], problems: list[
             raise InvalidInputError(f"{seq_path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
         if not isinstance(sequences, dict) or not sequences:
             raise InvalidInputError(f"{seq_path}: expected a JSON object {{sequence: [frame ids]}}")
-        num = int(getattr(config, "num_partitions", 0) or 0)
+        num = int(_kitti(config, "num_partitions"))
         seqs = {str(k): [str(f) for f in v] for k, v in sequences.items()}
         if num > 1:
             ordered = sorted(seqs, key=lambda s: (-len(seqs[s]), s))
@@ -334,7 +347,7 @@ def _kitti_record(frame_id: str, paths: dict[str, str], config: Any, problems: l
             problems.append(LabelProblem(p.path, p.line, p.kind, p.message + "; frame skipped"))
         return None, 0
     extra: dict[str, Any] = {}
-    calib_dir = str(getattr(config, "calibrations_dir", "") or "")
+    calib_dir = str(_kitti(config, "calibrations_dir"))
     if calib_dir:
         calib_path = os.path.join(paths["root"], calib_dir, frame_id + ".txt")
         try:
@@ -344,7 +357,7 @@ def _kitti_record(frame_id: str, paths: dict[str, str], config: Any, problems: l
             return None, 0
         extra["calibration/T_lidar_to_camera"] = calib.lidar_to_camera()
         extra["calibration/P_lidar_to_image"] = calib.lidar_to_image()
-    pc_dir = str(getattr(config, "point_clouds_dir", "") or "")
+    pc_dir = str(_kitti(config, "point_clouds_dir"))
     if pc_dir:
         extra["point_cloud/id"] = os.path.join(pc_dir, frame_id)
         extra["point_cloud/num_input_channels"] = 4
@@ -375,7 +388,7 @@ def _kitti_record(frame_id: str, paths: dict[str, str], config: Any, problems: l
             observation_angle=obj.alpha, world_bbox_h=obj.dimensions[0], world_bbox_w=obj.dimensions[1],
             world_bbox_l=obj.dimensions[2], world_bbox_x=obj.location[0], world_bbox_y=obj.location[1],
             world_bbox_z=obj.location[2], world_bbox_rot_y=obj.rotation_y))
-    frame = DetectionFrameRecord(f"{config.image_dir_name}/{frame_id}", int(width), int(height), records, extra)
+    frame = DetectionFrameRecord(f"{_kitti(config, 'image_dir_name')}/{frame_id}", int(width), int(height), records, extra)
     return frame, skipped
 
 
@@ -385,15 +398,15 @@ def _coco_partitions(config: Any, resolve: Callable[[str], str], problems: list[
                      ) -> tuple[list[list[Any]], int, list[int], str]:
     from tltk.data.coco import read_coco
 
-    root = resolve(str(config.root_directory_path or "."))
-    img_dirs = [str(d) for d in config.img_dir_names]
-    ann_files = [str(f) for f in config.annotation_files]
-    num = int(getattr(config, "num_partitions", 0) or 0) or len(ann_files)
+    root = resolve(str(_coco(config, "root_directory_path")))
+    img_dirs = [str(d) for d in _coco(config, "img_dir_names")]
+    ann_files = [str(f) for f in _coco(config, "annotation_files")]
+    num = int(_coco(config, "num_partitions"))
     spec_problems = []
     if len(img_dirs) != num or len(ann_files) != num:
         spec_problems.append(f"coco_config: num_partitions ({num}) must equal the number of img_dir_names "
                              f"({len(img_dirs)}) and annotation_files ({len(ann_files)})")
-    shards = [int(s) for s in (config.num_shards or [])]
+    shards = [int(s) for s in _coco(config, "num_shards")]
     if len(shards) not in (0, 1, num):
         spec_problems.append(f"coco_config.num_shards: give one value or one per partition ({num}), not {len(shards)}")
     if spec_problems:
@@ -533,7 +546,7 @@ def convert_dataset(config: Any, output_prefix: str, validation_fold: int | None
         partitions, num_in_names, paths = kitti_partitions(kcfg, resolve, problems)
         for part in partitions:
             rng.shuffle(part)
-        spec_shards = int(getattr(kcfg, "num_shards", 0) or 0)
+        spec_shards = int(_kitti(kcfg, "num_shards"))
         shard_counts = [spec_shards] * len(partitions)
 
         def make(item: Any) -> tuple[DetectionFrameRecord | None, int]:

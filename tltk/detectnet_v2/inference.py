@@ -176,8 +176,8 @@ class InferenceConfig:
                      if entry.HasField("bbox_color") else DEFAULT_PALETTE[index % len(DEFAULT_PALETTE)])
             outputs[name] = ClassOutput(name, label, color, float(entry.confidence_threshold))
         return cls(class_names=names,
-                   input_chw=(int(ic.image_channels) or 3, int(ic.image_height), int(ic.image_width)),
-                   batch_size=max(int(ic.batch_size), 1), stride=int(ic.stride) or 16, params=params,
+                   input_chw=(int(ic.image_channels), int(ic.image_height), int(ic.image_width)),
+                   batch_size=int(ic.batch_size), stride=int(ic.stride), params=params,
                    outputs=outputs, postproc_classes=[str(c) for c in bh.postproc_classes] or list(names),
                    kitti_dump=bool(bh.kitti_dump), disable_overlay=bool(bh.disable_overlay),
                    overlay_linewidth=int(bh.overlay_linewidth))
@@ -256,7 +256,7 @@ def model_from_spec(loaded: Any, batch_size: int = 16) -> ModelChoice:
             cache_file=resolve_spec_path(loaded, str(cal.calibration_cache)) if cal.calibration_cache else None,
             calibration_tensorfile=(resolve_spec_path(loaded, str(cal.calibration_tensorfile))
                                     if cal.calibration_tensorfile else None),
-            calibration_batches=int(cal.n_batches) or 1, calibration_batch_size=int(cal.batch_size),
+            calibration_batches=int(cal.n_batches), calibration_batch_size=int(cal.batch_size),
             max_batch_size=batch_size)
         return ModelChoice(model, "tensorrt", request, [f"building a {data_type} TensorRT engine from {model}"])
     precision = "INT8 Q/DQ" if _is_qdq_onnx(model) else "FP32"

@@ -15,7 +15,8 @@ so TensorFlow names their ops ``output_cov/Sigmoid`` and ``output_bbox/BiasAdd``
 weights load by name; the ``*_nchw`` Permute layers only restore TAO's output layout.
 
 ``model_config`` is duck-typed on TAO's ``ModelConfig`` field names, so the generated proto
-message and a ``types.SimpleNamespace`` both work.
+message and a ``types.SimpleNamespace`` both work; fields a namespace lacks read the proto's
+defaults (:func:`tltk.spec.fields.spec_field`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from typing import Any
 
 import keras
 
+from tltk._proto import detectnet_v2_pb2 as pb
 from tltk.backbones import build_backbone, check_arch, nchw_to_nhwc, nhwc_to_nchw
 from tltk.core.weights import WeightLoadReport, load_model_graph, load_weights_by_name
-from tltk.detectnet_v2.spec import DEFAULT_PRIOR_PROBABILITY
 from tltk.errors import SpecError
+from tltk.spec.fields import spec_field
 
 logger = logging.getLogger(__name__)
 
@@ -64,29 +66,9 @@ def prior_bias(prior_probability: float) -> float:
     return -math.log((1.0 - p) / p)
 
 
-def _field(config: Any, name: str, default: Any) -> Any:
-    """A field of a proto message or namespace; unset proto message fields give ``default``."""
-    if config is None:
-        return default
-    has_field = getattr(config, "HasField", None)
-    if has_field is not None:
-        descriptor = getattr(config, "DESCRIPTOR", None)
-        fields = getattr(descriptor, "fields_by_name", {})
-        if name not in fields:
-            return default
-        field_descriptor = fields[name]
-        if field_descriptor.message_type is not None and not _is_repeated(field_descriptor):
-            return getattr(config, name) if config.HasField(name) else default
-        return getattr(config, name)
-    value = getattr(config, name, default)
-    return default if value is None else value
-
-
-def _is_repeated(field_descriptor: Any) -> bool:
-    is_repeated = getattr(field_descriptor, "is_repeated", None)
-    if is_repeated is not None:
-        return bool(is_repeated)
-    return bool(field_descriptor.label == field_descriptor.LABEL_REPEATED)
+def _model_field(model_config: Any, name: str) -> Any:
+    """``model_config.<name>`` (message or namespace); unset fields read the proto's default."""
+    return spec_field(model_config, pb.ModelConfig, name)
 
 
 def resolved_arch(model_config: Any) -> tuple[str, int]:
@@ -96,32 +78,35 @@ def resolved_arch(model_config: Any) -> tuple[str, int]:
         model_config: TAO ``ModelConfig`` (message or namespace).
 
     Returns:
-        ``(arch, num_layers)``; an empty arch means ``resnet`` and ``num_layers`` 0 means 18.
+        ``(arch, num_layers)``; unset fields read the proto's defaults (``resnet``, 18).  TAO's
+        "``num_layers`` 0 means 18" is applied when the spec is loaded (``zero_means_default``
+        in :mod:`tltk.detectnet_v2.spec`); an empty ``arch`` is a spec error there.
     """
-    arch = str(_field(model_config, "arch", "") or "resnet")
-    num_layers = int(_field(model_config, "num_layers", 0) or 18)
+    arch = str(_model_field(model_config, "arch"))
+    num_layers = int(_model_field(model_config, "num_layers"))
     return arch, num_layers
 
 
 def cov_prior_probability(model_config: Any) -> float:
     """``model_config.objective_set.cov.prior_probability`` (the proto's default when unset)."""
-    objective_set = _field(model_config, "objective_set", None)
-    cov = _field(objective_set, "cov", None)
-    return float(_field(cov, "prior_probability", DEFAULT_PRIOR_PROBABILITY))
+    objective_set = _model_field(model_config, "objective_set")
+    cov = spec_field(objective_set, pb.ModelConfig.ObjectiveSet, "cov")
+    return float(spec_field(cov, pb.ModelConfig.CovObjective, "prior_probability"))
 
 
 def _head_inputs(model_config: Any) -> dict[str, str]:
-    objective_set = _field(model_config, "objective_set", None)
+    objective_set = _model_field(model_config, "objective_set")
     if objective_set is None:
         return {COV_NAME: "", BBOX_NAME: ""}
     inputs: dict[str, str] = {}
     missing = []
     for objective in ("cov", "bbox"):
-        sub = _field(objective_set, objective, None)
+        sub = spec_field(objective_set, pb.ModelConfig.ObjectiveSet, objective)
         if sub is None:
             missing.append(objective)
             continue
-        inputs[f"output_{objective}"] = str(_field(sub, "input", "") or "")
+        objective_class = pb.ModelConfig.CovObjective if objective == "cov" else pb.ModelConfig.BboxObjective
+        inputs[f"output_{objective}"] = str(spec_field(sub, objective_class, "input"))
     if missing:
         raise SpecError(
             f"model_config.objective_set: missing {' and '.join(missing)}",
@@ -236,8 +221,8 @@ def build_detectnet_v2_model(
     arch, num_layers = resolved_arch(model_config)
     check_arch(arch, num_layers)
     head_inputs = _head_inputs(model_config)
-    freeze_blocks = list(_field(model_config, "freeze_blocks", []) or [])
-    if freeze_blocks and not _field(model_config, "pretrained_model_file", ""):
+    freeze_blocks = list(_model_field(model_config, "freeze_blocks"))
+    if freeze_blocks and not _model_field(model_config, "pretrained_model_file"):
         logger.warning(
             "model_config.freeze_blocks is set without a pretrained_model_file: frozen blocks keep random weights"
         )
@@ -247,12 +232,12 @@ def build_detectnet_v2_model(
         arch,
         num_layers,
         nchw_to_nhwc(inputs),
-        use_batch_norm=bool(_field(model_config, "use_batch_norm", False)),
-        use_pooling=bool(_field(model_config, "use_pooling", False)),
-        all_projections=bool(_field(model_config, "all_projections", False)),
-        dropout_rate=float(_field(model_config, "dropout_rate", 0.0) or 0.0),
+        use_batch_norm=bool(_model_field(model_config, "use_batch_norm")),
+        use_pooling=bool(_model_field(model_config, "use_pooling")),
+        all_projections=bool(_model_field(model_config, "all_projections")),
+        dropout_rate=float(_model_field(model_config, "dropout_rate")),
         freeze_blocks=freeze_blocks,
-        freeze_bn=bool(_field(model_config, "freeze_bn", False)),
+        freeze_bn=bool(_model_field(model_config, "freeze_bn")),
         kernel_regularizer=kernel_regularizer,
         bias_regularizer=bias_regularizer,
     )
@@ -378,22 +363,22 @@ def build_or_load_detectnet_v2_model(
             not fit.
         InvalidInputError, WrongKeyError, ModelFileError: the pretrained file cannot be used.
     """
-    pretrained = str(_field(model_config, "pretrained_model_file", "") or "")
-    if bool(_field(model_config, "load_graph", False)):
+    pretrained = str(_model_field(model_config, "pretrained_model_file"))
+    if bool(_model_field(model_config, "load_graph")):
         if not pretrained:
             raise SpecError("model_config.load_graph is true but model_config.pretrained_model_file is empty")
         loaded = load_model_graph(pretrained, key)
         model = _standardize_loaded(
             loaded,
             num_classes,
-            bool(_field(model_config, "allow_loaded_model_modification", False)),
+            bool(_model_field(model_config, "allow_loaded_model_modification")),
             pretrained,
             kernel_regularizer,
             bias_regularizer,
             cov_prior_probability(model_config),
         )
         _apply_regularizers(model, kernel_regularizer, bias_regularizer)
-        if bool(_field(model_config, "freeze_bn", False)):
+        if bool(_model_field(model_config, "freeze_bn")):
             # A non-trainable Keras BatchNormalization normalises with its moving statistics in
             # training too, so training and inference see the same network.
             frozen = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]

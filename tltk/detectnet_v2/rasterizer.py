@@ -36,7 +36,9 @@ from typing import Any
 
 import tensorflow as tf
 
+from tltk._proto import detectnet_v2_pb2 as pb
 from tltk.errors import SpecError
+from tltk.spec.fields import spec_default
 
 __all__ = ["ClassRasterParams", "RasterizerParams", "rasterize_targets", "LossMaskRule", "LossMaskParams",
            "rasterize_loss_masks", "SUBSAMPLES"]
@@ -44,16 +46,23 @@ __all__ = ["ClassRasterParams", "RasterizerParams", "rasterize_targets", "LossMa
 #: Sub-samples per output cell and axis used to estimate coverage fractions.
 SUBSAMPLES = 4
 
+#: ``model_config.objective_set.bbox.scale`` and ``.offset`` when a spec leaves them unset.
+DEFAULT_BBOX_SCALE: float = spec_default(pb.ModelConfig.BboxObjective, "scale")
+DEFAULT_BBOX_OFFSET: float = spec_default(pb.ModelConfig.BboxObjective, "offset")
+
 
 @dataclass(frozen=True)
 class ClassRasterParams:
-    """``bbox_rasterizer_config.target_class_config[<class>]`` (all in [0, 1])."""
+    """``bbox_rasterizer_config.target_class_config[<class>]`` (all in [0, 1]).
 
-    cov_center_x: float = 0.5
-    cov_center_y: float = 0.5
-    cov_radius_x: float = 1.0
-    cov_radius_y: float = 1.0
-    bbox_min_radius: float = 1.0
+    No defaults here: a spec's unset fields read the proto's (:meth:`RasterizerParams.from_config`).
+    """
+
+    cov_center_x: float
+    cov_center_y: float
+    cov_radius_x: float
+    cov_radius_y: float
+    bbox_min_radius: float
 
 
 @dataclass(frozen=True)
@@ -66,8 +75,8 @@ class RasterizerParams:
         deadzone_radius: global deadzone radius in [0, 1].
         input_width, input_height: model input size in pixels.
         stride_x, stride_y: input pixels per output cell (16 for DetectNet_v2).
-        bbox_scale: ``model_config.objective_set.bbox.scale`` (35.0).
-        bbox_offset: ``model_config.objective_set.bbox.offset`` (0.5).
+        bbox_scale: ``model_config.objective_set.bbox.scale`` (the proto's default 35.0).
+        bbox_offset: ``model_config.objective_set.bbox.offset`` (the proto's default 0.5).
     """
 
     class_names: tuple[str, ...]
@@ -77,8 +86,8 @@ class RasterizerParams:
     input_height: int
     stride_x: int = 16
     stride_y: int = 16
-    bbox_scale: float = 35.0
-    bbox_offset: float = 0.5
+    bbox_scale: float = DEFAULT_BBOX_SCALE
+    bbox_offset: float = DEFAULT_BBOX_OFFSET
 
     @property
     def grid_width(self) -> int:
@@ -97,7 +106,8 @@ class RasterizerParams:
 
     @classmethod
     def from_config(cls, rasterizer_config: Any, class_names: list[str] | tuple[str, ...], input_width: int,
-                    input_height: int, bbox_scale: float = 35.0, bbox_offset: float = 0.5,
+                    input_height: int, bbox_scale: float = DEFAULT_BBOX_SCALE,
+                    bbox_offset: float = DEFAULT_BBOX_OFFSET,
                     stride: int = 16) -> RasterizerParams:
         """Build from ``bbox_rasterizer_config`` and the target class order.
 
@@ -114,7 +124,7 @@ class RasterizerParams:
                 or the scale is not positive.
         """
         problems: list[str] = []
-        configs = dict(getattr(rasterizer_config, "target_class_config", {}) or {})
+        configs = dict(rasterizer_config.target_class_config)
         lowered = {str(k).lower(): v for k, v in configs.items()}
         per_class: list[ClassRasterParams] = []
         for name in class_names:
@@ -122,12 +132,12 @@ class RasterizerParams:
             if cfg is None:
                 problems.append(f"bbox_rasterizer_config.target_class_config: no entry for target class {name!r}")
                 continue
-            values = {k: float(getattr(cfg, k, 0.0) or 0.0) for k in ClassRasterParams.__dataclass_fields__}
+            values = {k: float(getattr(cfg, k)) for k in ClassRasterParams.__dataclass_fields__}
             for key, value in values.items():
                 if not 0.0 <= value <= 1.0:
                     problems.append(f"bbox_rasterizer_config.target_class_config[{name!r}].{key}: {value} must be in [0, 1]")
             per_class.append(ClassRasterParams(**values))
-        deadzone = float(getattr(rasterizer_config, "deadzone_radius", 0.0) or 0.0)
+        deadzone = float(rasterizer_config.deadzone_radius)
         if not 0.0 <= deadzone <= 1.0:
             problems.append(f"bbox_rasterizer_config.deadzone_radius: {deadzone} must be in [0, 1]")
         if bbox_scale <= 0:
@@ -270,44 +280,36 @@ class LossMaskParams:
         problems: list[str] = []
         rules: list[LossMaskRule] = []
         lookup = {n.lower(): i for i, n in enumerate(class_names)}
-        for index, conf in enumerate(getattr(msg, "objective_label_filter_configs", []) or []):
+        for index, conf in enumerate(msg.objective_label_filter_configs):
             where = f"loss_mask_label_filter.objective_label_filter_configs[{index}]"
             indices = []
-            for name in getattr(conf, "target_class_names", []) or []:
+            for name in conf.target_class_names:
                 if str(name).lower() not in lookup:
                     problems.append(f"{where}.target_class_names: {name!r} is not a target class")
                 else:
                     indices.append(lookup[str(name).lower()])
-            objectives = tuple(str(o) for o in (getattr(conf, "objective_names", []) or []))
+            objectives = tuple(str(o) for o in conf.objective_names)
             for obj in objectives:
                 if obj not in ("cov", "bbox"):
                     problems.append(f"{where}.objective_names: {obj!r} is not 'cov' or 'bbox'")
-            rules.append(_rule(getattr(conf, "label_filter", None), tuple(indices), objectives))
+            rules.append(_rule(conf.label_filter if conf.HasField("label_filter") else None, tuple(indices), objectives))
         if problems:
             raise SpecError("invalid loss_mask_label_filter", problems)
-        return cls(tuple(rules), float(getattr(msg, "mask_multiplier", 0.0) or 0.0),
-                   bool(getattr(msg, "preserve_ground_truth", False)))
+        return cls(tuple(rules), float(msg.mask_multiplier), bool(msg.preserve_ground_truth))
 
 
 def _rule(label_filter: Any, indices: tuple[int, ...], objectives: tuple[str, ...]) -> LossMaskRule:
-    which = None
-    if label_filter is not None and hasattr(label_filter, "WhichOneof"):
-        which = label_filter.WhichOneof("label_filter_params")
-    elif label_filter is not None:
-        for name in ("bbox_dimensions_label_filter", "bbox_crop_label_filter", "source_class_label_filter"):
-            if getattr(label_filter, name, None) is not None:
-                which = name
-                break
+    which = label_filter.WhichOneof("label_filter_params") if label_filter is not None else None
     if which == "bbox_dimensions_label_filter":
         f = label_filter.bbox_dimensions_label_filter
-        vals = tuple(float(getattr(f, k, 0.0) or 0.0) for k in ("min_width", "min_height", "max_width", "max_height"))
+        vals = (float(f.min_width), float(f.min_height), float(f.max_width), float(f.max_height))
         return LossMaskRule("bbox_dimensions", vals, (), indices, objectives)
     if which == "bbox_crop_label_filter":
         f = label_filter.bbox_crop_label_filter
-        vals = tuple(float(getattr(f, k, 0.0) or 0.0) for k in ("crop_left", "crop_right", "crop_top", "crop_bottom"))
+        vals = (float(f.crop_left), float(f.crop_right), float(f.crop_top), float(f.crop_bottom))
         return LossMaskRule("bbox_crop", vals, (), indices, objectives)
     if which == "source_class_label_filter":
-        names = tuple(str(n).lower() for n in (label_filter.source_class_label_filter.source_class_names or []))
+        names = tuple(str(n).lower() for n in label_filter.source_class_label_filter.source_class_names)
         return LossMaskRule("source_class", (), names, indices, objectives)
     return LossMaskRule("all", (), (), indices, objectives)
 

@@ -16,11 +16,14 @@ follow TAO's validator where it is sensible and deliberately differ where TAO is
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf.message import Message
 
 from tltk._proto import detectnet_v2_pb2 as pb
+from tltk.errors import SpecError
 from tltk.spec.fieldpath import key_text
+from tltk.spec.fields import spec_field
 from tltk.spec.problems import Reporter
 from tltk.spec.rules import (
     Check,
@@ -247,9 +250,20 @@ def image_extension(dataset_config: Message) -> str:
     return ext if ext.startswith(".") else "." + ext
 
 
-def kitti_image_extension(kitti_config: Message) -> str:
-    """``kitti_config.image_extension`` with a leading dot (TAO requires it; tltk adds it)."""
-    ext = kitti_config.image_extension.strip()
+def kitti_image_extension(kitti_config: Any) -> str:
+    """``kitti_config.image_extension`` with a leading dot (TAO requires it; tltk adds it).
+
+    Args:
+        kitti_config: a ``KITTIConfig`` message (or an object with its field names); unset, the
+            proto's default ``.png``.  A loaded spec never holds ``""`` here: TAO reads it as
+            ``.png`` and the ``zero_means_default`` table below clears it.
+
+    Raises:
+        SpecError: the extension is empty (a config built in code, not loaded from a spec).
+    """
+    ext = str(spec_field(kitti_config, pb.KITTIConfig, "image_extension")).strip()
+    if not ext:
+        raise SpecError("kitti_config.image_extension: empty", hint='give the images\' extension, e.g. ".png"')
     return ext if ext.startswith(".") else "." + ext
 
 
@@ -685,6 +699,8 @@ SCHEMAS: dict[str, KindSchema] = {
             "dataset_config.data_sources[*].source_weight",
             "dataset_config.validation_data_source.source_weight",
             "augmentation_config.spatial_augmentation.rotate_probability",
+            "augmentation_config.preprocessing.scale_width",
+            "augmentation_config.preprocessing.scale_height",
             # tltk reads training-spec NMS thresholds like TAO's inference path (0 -> 0.3 / 0.1).
             "postprocessing_config.target_class_config[*].clustering_config.nms_iou_threshold",
             "postprocessing_config.target_class_config[*].clustering_config.nms_confidence_threshold",

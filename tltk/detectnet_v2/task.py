@@ -169,7 +169,7 @@ class DetectNetV2Task:
         validate = frozenset({e for e in range(first, epochs + 1) if (e - first) % period == 0} | {epochs}) \
             if self.data.has_validation() else frozenset()
         self._plan = TrainingPlan(steps_per_cycle=steps, num_cycles=epochs,
-                                  checkpoint_every=int(tc.checkpoint_interval) or 10, validate_after=validate,
+                                  checkpoint_every=int(tc.checkpoint_interval), validate_after=validate,
                                   cycle_name="epoch", batch_size=batch * max(num_replicas, 1))
         return self._plan
 

@@ -300,7 +300,7 @@ class MaskRCNNData:
         self.eval_batch_size = int(experiment.eval_batch_size)
         self._category_map = category_map
         self._stats: dict[tuple[str, bool], SplitStats] = {}
-        self.decoded_cache_mb = int(getattr(dc, "decoded_cache_mb", 0) or 0)
+        self.decoded_cache_mb = int(dc.decoded_cache_mb)
         self._decoded_caches: dict[tuple[str, bool], tf.lookup.StaticHashTable | None] = {}
 
     # ---- sources ---------------------------------------------------------------------------------
@@ -612,7 +612,11 @@ class MaskRCNNData:
         training = (split == "train") if training is None else bool(training)
         repeat = training if repeat is None else bool(repeat)
         shuffle = training if shuffle is None else bool(shuffle)
-        batch_size = int(batch_size or (self.train_batch_size if training else self.eval_batch_size) or 1)
+        if batch_size is None:
+            batch_size = self.train_batch_size if training else self.eval_batch_size
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1, not {batch_size}")
         table = self.category_map.tf_lookup() if output == "targets" else None
         records = self._records(split, shuffle)
         if split == "val" and not training and self.eval_samples > 0:

@@ -211,7 +211,8 @@ class RoiSampler(keras.layers.Layer):
         count = int(rois.shape[1]) + int(gt_boxes.shape[1])
         if self._step_counter is not None:
             step = tf.cast(tf.convert_to_tensor(self._step_counter.variable), tf.int64)
-            seed = tf.stack([tf.constant(int(self.seed or 0), tf.int64), step])
+            # A stateless draw needs a number: a layer built without a seed uses 0.
+            seed = tf.stack([tf.constant(0 if self.seed is None else int(self.seed), tf.int64), step])
             random = tf.random.stateless_uniform((batch, count), seed=seed)
         else:
             random = keras.random.uniform((batch, count), seed=self.seed_generator)

@@ -69,7 +69,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -83,6 +82,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from _model_garden import DEFAULT_PEER_VENV, MODEL_CONFIG, model_settings, peer_python, run_script, thread_env  # noqa: E402
 from _peak import fraction, load_average, measure_peaks, merge, onnx_conv_flops, peak_lines  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,8 +96,6 @@ BEFORE_TRUNK_MOVES = "trunk INT8 CPU before (FPN float)"
 NO_SPIN = "ORT FP32 allow_spinning=0"
 SPECS = {"resnet50": REPO / "specs" / "mask_rcnn" / "default_train.txt",
          "quickstart": REPO / "specs" / "mask_rcnn" / "quickstart_train.txt"}
-PEER_PACKAGE = "tf-models-official"
-DEFAULT_PEER_VENV = Path.home() / ".cache" / "tltk-bench" / "tf-models"
 
 #: Runs in the peer's virtual environment: argv[1] is a JSON document of settings; prints one
 #: JSON line {"b1_ms": ..., "b4_img_s": ...}.
@@ -108,24 +106,10 @@ PEER_SCRIPT = textwrap.dedent('''
     import tensorflow as tf
     from official.core import exp_factory
     from official.vision.serving import detection
-
-    s = json.loads(sys.argv[1])
-    params = exp_factory.get_exp_config("maskrcnn_resnetfpn_coco")
-    model = params.task.model
-    model.num_classes = s["num_classes"]
-    model.backbone.resnet.model_id = s["depth"]
-    model.min_level, model.max_level = s["min_level"], s["max_level"]
-    model.anchor.num_scales = s["num_scales"]
-    model.anchor.aspect_ratios = s["aspect_ratios"]
-    model.anchor.anchor_size = s["anchor_scale"]
-    model.rpn_head.num_convs = 1
-    model.detection_head.num_convs = 0  # TAO's box head: two fully connected layers
-    model.detection_head.num_fcs = 2
-    model.detection_head.fc_dims = s["mlp_dim"]
+''') + MODEL_CONFIG + textwrap.dedent('''
     model.roi_generator.test_pre_nms_num_proposals = s["pre_nms"]
     model.roi_generator.test_num_proposals = s["post_nms"]
     model.detection_generator.max_num_detections = s["detections"]
-    model.input_size = [s["height"], s["width"], 3]
 
     def timed(fn):
         start = time.perf_counter(); fn(); return time.perf_counter() - start
@@ -276,61 +260,12 @@ def load_case(name: str, model_file: str | None) -> tuple[Any, Any, str]:
                            f"({network.count_params() / 1e6:.1f} M parameters)")
 
 
-def peer_python(venv: Path) -> tuple[Path | None, str]:
-    """The peer venv's python with tf-models-official installed, or (None, why not)."""
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", "import official.vision"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python, ""
-    try:
-        if not python.exists():
-            venv.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        install = subprocess.run([str(python), "-m", "pip", "install", "--retries", "1", "--timeout", "15",
-                                  PEER_PACKAGE], capture_output=True, text=True, timeout=1800)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"could not create the virtual environment {venv}: {exc}"
-    if install.returncode != 0:
-        text = install.stdout + install.stderr
-        offline = any(s in text for s in ("NewConnectionError", "Temporary failure in name resolution",
-                                          "Network is unreachable", "No matching distribution found",
-                                          "Could not find a version"))
-        reason = "no network: pip could not install " + PEER_PACKAGE if offline else \
-            f"pip install {PEER_PACKAGE} failed: {text.strip().splitlines()[-1] if text.strip() else 'no output'}"
-        return None, reason
-    if subprocess.run(check, capture_output=True).returncode != 0:
-        return None, f"{PEER_PACKAGE} installed but official.vision does not import"
-    return python, ""
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment variables giving TensorFlow ``threads`` intra- and inter-op threads (0: none)."""
-    if threads <= 0:
-        return {}
-    return {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
-            "OMP_NUM_THREADS": str(threads)}
-
-
 def run_peer(python: Path, task: Any, runs: int, threads: int) -> tuple[dict[str, float] | None, str]:
     """Model Garden's timings for the settings of ``task``, or (None, why not)."""
     p = task.params
-    settings = {"depth": p.nlayers, "height": p.image_size[0], "width": p.image_size[1],
-                "num_classes": p.num_classes, "min_level": p.min_level, "max_level": p.max_level,
-                "num_scales": p.num_scales, "aspect_ratios": [x / y for x, y in p.aspect_ratios],
-                "anchor_scale": p.anchor_scale, "pre_nms": p.test_rpn_pre_nms_topn,
-                "post_nms": p.test_rpn_post_nms_topn, "detections": p.test_detections_per_image,
-                "mlp_dim": p.fast_rcnn_mlp_head_dim, "runs": runs}
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
-        fh.write(PEER_SCRIPT)
-    try:
-        done = subprocess.run([str(python), fh.name, json.dumps(settings)], capture_output=True, text=True,
-                              timeout=3600, env={**os.environ, **thread_env(threads)})
-    finally:
-        os.remove(fh.name)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"Model Garden run failed: {last}"
-    return json.loads(done.stdout.strip().splitlines()[-1]), ""
+    settings = {**model_settings(p), "pre_nms": p.test_rpn_pre_nms_topn, "post_nms": p.test_rpn_post_nms_topn,
+                "detections": p.test_detections_per_image, "runs": runs}
+    return run_script(python, PEER_SCRIPT, settings, threads, timeout=3600)
 
 
 def _export_worker(model_path: str, folder: str, threads: int, history: bool) -> None:

@@ -36,10 +36,8 @@ Run: ``.venv/bin/python benchmarks/mask_rcnn_train.py [--cases resnet50,quicksta
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -53,7 +51,7 @@ os.environ.setdefault("TLTK_NO_PROGRESS", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mask_rcnn_inference import DEFAULT_PEER_VENV, peer_python, thread_env  # noqa: E402
+from _model_garden import DEFAULT_PEER_VENV, MODEL_CONFIG, model_settings, peer_python, run_script, thread_env  # noqa: E402
 
 SPECS = {"resnet50": REPO / "specs" / "mask_rcnn" / "default_train.txt",
          "quickstart": REPO / "specs" / "mask_rcnn" / "quickstart_train.txt"}
@@ -67,23 +65,9 @@ PEER_SCRIPT = textwrap.dedent('''
     import tf_keras
     from official.core import exp_factory, task_factory
     import official.vision  # registers the vision experiments and tasks
-
-    s = json.loads(sys.argv[1])
-    params = exp_factory.get_exp_config("maskrcnn_resnetfpn_coco")
+''') + MODEL_CONFIG + textwrap.dedent('''
     params.task.init_checkpoint = None
     params.task.annotation_file = None
-    model = params.task.model
-    model.num_classes = s["num_classes"]
-    model.input_size = [s["height"], s["width"], 3]
-    model.backbone.resnet.model_id = s["depth"]
-    model.min_level, model.max_level = s["min_level"], s["max_level"]
-    model.anchor.num_scales = s["num_scales"]
-    model.anchor.aspect_ratios = s["aspect_ratios"]
-    model.anchor.anchor_size = s["anchor_scale"]
-    model.rpn_head.num_convs = 1
-    model.detection_head.num_convs = 0  # TAO's box head: two fully connected layers
-    model.detection_head.num_fcs = 2
-    model.detection_head.fc_dims = s["mlp_dim"]
     model.roi_generator.pre_nms_top_k = s["pre_nms"]
     model.roi_generator.num_proposals = s["post_nms"]
     model.roi_generator.nms_iou_threshold = s["rpn_nms"]
@@ -203,11 +187,7 @@ def peer_rate(python: Path, task: Any, pattern: str, steps: int, warmup: int, th
     ``steps`` steps with the settings of ``task``, or (None, why not)."""
     p, exp = task.params, task.experiment
     mc = exp.maskrcnn_config
-    settings = {"depth": p.nlayers, "height": p.image_size[0], "width": p.image_size[1],
-                "num_classes": p.num_classes, "min_level": p.min_level, "max_level": p.max_level,
-                "num_scales": p.num_scales, "aspect_ratios": [x / y for x, y in p.aspect_ratios],
-                "anchor_scale": p.anchor_scale, "mlp_dim": p.fast_rcnn_mlp_head_dim,
-                "pre_nms": p.train_rpn_pre_nms_topn, "post_nms": p.train_rpn_post_nms_topn,
+    settings = {**model_settings(p), "pre_nms": p.train_rpn_pre_nms_topn, "post_nms": p.train_rpn_post_nms_topn,
                 "rpn_nms": p.train_rpn_nms_threshold, "rois": p.batch_size_per_im, "fg_fraction": p.fg_fraction,
                 "fg_thresh": p.fg_thresh, "bg_hi": p.bg_thresh_hi, "bg_lo": p.bg_thresh_lo,
                 "mask_rois": p.mask_rois_per_image, "rpn_pos": mc.rpn_positive_overlap,
@@ -215,17 +195,9 @@ def peer_rate(python: Path, task: Any, pattern: str, steps: int, warmup: int, th
                 "rpn_fg": mc.rpn_fg_fraction, "max_instances": p.max_num_instances, "gt_mask_size": p.gt_mask_size,
                 "batch": int(exp.train_batch_size), "tfrecords": pattern, "steps": steps, "warmup": warmup,
                 "repeats": repeats}
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
-        fh.write(PEER_SCRIPT)
-    try:
-        done = subprocess.run([str(python), fh.name, json.dumps(settings)], capture_output=True, text=True,
-                              timeout=7200, env={**os.environ, **thread_env(threads)})
-    finally:
-        os.remove(fh.name)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"Model Garden run failed: {last}"
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result, why = run_script(python, PEER_SCRIPT, settings, threads, timeout=7200)
+    if result is None:
+        return None, why
     return [(float(wall), float(cpu)) for wall, cpu in result["rates"]], ""
 
 

@@ -164,8 +164,8 @@ class DetectNetV2Task:
         steps = math.ceil(math.ceil(n_train / batch) / max(num_replicas, 1))
         epochs = int(tc.num_epochs)
         ev = self.experiment.evaluation_config
-        first = max(int(ev.first_validation_epoch), 1)
-        period = max(int(ev.validation_period_during_training), 1)
+        first = int(ev.first_validation_epoch)  # both > 0: the spec rules check them
+        period = int(ev.validation_period_during_training)
         validate = frozenset({e for e in range(first, epochs + 1) if (e - first) % period == 0} | {epochs}) \
             if self.data.has_validation() else frozenset()
         self._plan = TrainingPlan(steps_per_cycle=steps, num_cycles=epochs,

@@ -52,6 +52,7 @@ import numpy as np
 from tltk._proto import detectnet_v2_pb2 as pb
 from tltk.boxes.numpy_ops import clip_boxes, dbscan_iou_matrix, greedy_nms
 from tltk.errors import InvalidInputError, SpecError
+from tltk.spec.fields import spec_default
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +73,13 @@ DBSCAN_EPS_EPSILON = 1e-12
 # Parameters
 
 
-def _proto_default(message_class: Any, name: str) -> Any:
-    """A field's ``[default = ...]`` from the proto, floats as written there (not float32-rounded)."""
-    value = message_class.DESCRIPTOR.fields_by_name[name].default_value
-    if isinstance(value, float):
-        return float(np.format_float_positional(np.float32(value), unique=True))
-    return value
-
-
 _CC = pb.ClusteringConfig
+
+
+def _default(message_class: Any, name: str) -> Any:
+    return spec_default(message_class, name, as_written=True)
+
+
 _NUMERIC_FIELDS = ("coverage_threshold", "minimum_bounding_box_height", "dbscan_eps", "dbscan_min_samples",
                    "dbscan_confidence_threshold", "nms_iou_threshold", "nms_confidence_threshold")
 
@@ -116,15 +115,15 @@ class ClusteringParams:
         ValueError: ``algorithm`` or ``confidence_model`` is not a known name.
     """
 
-    coverage_threshold: float = _proto_default(_CC, "coverage_threshold")
-    minimum_bounding_box_height: float = _proto_default(_CC, "minimum_bounding_box_height")
-    algorithm: str = ALGORITHMS[_proto_default(_CC, "clustering_algorithm")]
-    dbscan_eps: float = _proto_default(_CC, "dbscan_eps")
-    dbscan_min_samples: float = _proto_default(_CC, "dbscan_min_samples")
-    dbscan_confidence_threshold: float = _proto_default(_CC, "dbscan_confidence_threshold")
-    nms_iou_threshold: float = _proto_default(_CC, "nms_iou_threshold")
-    nms_confidence_threshold: float = _proto_default(_CC, "nms_confidence_threshold")
-    confidence_model: str = _proto_default(pb.ClasswiseBboxHandlerConfig, "confidence_model")
+    coverage_threshold: float = _default(_CC, "coverage_threshold")
+    minimum_bounding_box_height: float = _default(_CC, "minimum_bounding_box_height")
+    algorithm: str = ALGORITHMS[_default(_CC, "clustering_algorithm")]
+    dbscan_eps: float = _default(_CC, "dbscan_eps")
+    dbscan_min_samples: float = _default(_CC, "dbscan_min_samples")
+    dbscan_confidence_threshold: float = _default(_CC, "dbscan_confidence_threshold")
+    nms_iou_threshold: float = _default(_CC, "nms_iou_threshold")
+    nms_confidence_threshold: float = _default(_CC, "nms_confidence_threshold")
+    confidence_model: str = _default(pb.ClasswiseBboxHandlerConfig, "confidence_model")
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -169,7 +168,7 @@ class ClusteringParams:
                 value = clustering_config.get(name)
             else:
                 value = getattr(clustering_config, name, None)
-            return _proto_default(_CC, name) if value is None else value
+            return _default(_CC, name) if value is None else value
 
         problems: list[str] = []
         algorithm = _algorithm_name(get("clustering_algorithm"), f"{field_path}.clustering_algorithm", problems)
@@ -183,7 +182,7 @@ class ClusteringParams:
         if problems:
             raise SpecError("invalid clustering configuration", problems=problems,
                             hint="fix the values listed above in the spec")
-        model = _proto_default(pb.ClasswiseBboxHandlerConfig, "confidence_model") if confidence_model is None \
+        model = _default(pb.ClasswiseBboxHandlerConfig, "confidence_model") if confidence_model is None \
             else str(confidence_model).strip()
         return cls(algorithm=algorithm, confidence_model=model, **numbers)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from google.protobuf.message import Message
 
 
@@ -25,16 +26,20 @@ def _is_repeated(field: Any) -> bool:
     return bool(field.label == field.LABEL_REPEATED)
 
 
-def spec_default(message_class: type[Message], name: str) -> Any:
+def spec_default(message_class: type[Message], name: str, as_written: bool = False) -> Any:
     """The value an unset ``name`` of ``message_class`` reads as.
 
     Args:
         message_class: a generated message class (``detectnet_v2_pb2.KITTIConfig``).
         name: one of its field names.
+        as_written: give a float default as the decimal written in the proto (``0.3``) instead
+            of the float32 a message stores (``0.30000001192092896``), for parameters that are
+            used as Python floats.
 
     Returns:
-        The ``[default = ...]`` of a scalar (floats as the float32 a message stores, enums as
-        their number), ``None`` for a sub-message, ``[]`` for a repeated field, ``{}`` for a map.
+        The ``[default = ...]`` of a scalar (floats as the float32 a message stores, or as
+        written, enums as their number), ``None`` for a sub-message, ``[]`` for a repeated
+        field, ``{}`` for a map.
 
     Raises:
         KeyError: the message has no such field (a bug in the caller, not a user error).
@@ -48,7 +53,10 @@ def spec_default(message_class: type[Message], name: str) -> Any:
         return {} if entry is not None and entry.GetOptions().map_entry else []
     if field.message_type is not None:
         return None
-    return field.default_value
+    value = field.default_value
+    if as_written and isinstance(value, float):
+        return float(np.format_float_positional(np.float32(value), unique=True))
+    return value
 
 
 def spec_field(obj: Any, message_class: type[Message], name: str) -> Any:

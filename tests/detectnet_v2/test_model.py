@@ -74,8 +74,13 @@ def test_outputs_are_nchw_transposes_of_the_heads_and_sigmoid_range():
 
 
 def test_defaults_gray_input_and_other_families():
-    model = build_detectnet_v2_model(model_config(num_layers=0, arch=""), 1, (1, 32, 48))
+    unset = model_config()
+    del unset.arch, unset.num_layers  # fields a namespace lacks read the proto's defaults
+    model = build_detectnet_v2_model(unset, 1, (1, 32, 48))
     assert model.name == "resnet18_nopool_bn_detectnet_v2"
+    # TAO's "num_layers 0 means 18" is applied when a spec is loaded, not by the model builder.
+    with pytest.raises(SpecError, match="num_layers: resnet has no 0-layer variant"):
+        build_detectnet_v2_model(model_config(num_layers=0), 1, (1, 32, 48))
     assert tuple(model.get_layer("conv1").kernel.shape) == (7, 7, 1, 64)
     for arch, name in (
         ("mobilenet_v2", "mobilenet_v2_bn_detectnet_v2"),

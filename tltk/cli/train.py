@@ -99,10 +99,9 @@ def _make_train_command(model: str) -> click.Command:
         import keras
 
         keras.utils.set_random_seed(task.random_seed())
+        from tltk.console import native_log_to_debug
         from tltk.core.checkpoints import CheckpointMismatchError
         from tltk.core.trainer import train
-
-        from tltk.console import native_log_to_debug
 
         try:
             with native_log_to_debug():

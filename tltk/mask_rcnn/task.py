@@ -326,7 +326,7 @@ class MaskRCNNTask:
             ``(results, image_ids, seconds_per_image)``.
         """
         data = self.data
-        size = batch_size or int(self.experiment.eval_batch_size)
+        size = int(self.experiment.eval_batch_size) if batch_size is None else batch_size
         dataset = data.dataset(split, batch_size=size, training=False, repeat=False, shuffle=False,
                                output="inference")
         results: list[dict[str, Any]] = []

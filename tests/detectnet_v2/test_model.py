@@ -203,11 +203,18 @@ def test_load_graph_of_a_channels_first_tao_style_model(tmp_path):
     model, _ = build_or_load_detectnet_v2_model(
         model_config(pretrained_model_file=path, load_graph=True), 1, (3, 32, 32)
     )
+    # The reference runs a channels_last twin with the same weights: TensorFlow's CPU kernels run
+    # NCHW convolutions only when oneDNN is on (it is off on CPUs without AVX-512).
+    twin_in = keras.Input((32, 32, 3))
+    t = keras.layers.Conv2D(8, 3, strides=16, padding="same", name="conv1")(twin_in)
+    twin = keras.Model(twin_in, [keras.layers.Conv2D(4, 1, name="output_bbox")(t),
+                                 keras.layers.Conv2D(1, 1, activation="sigmoid", name="output_cov")(t)])
+    twin.set_weights(tao.get_weights())
     x = np.random.default_rng(2).uniform(size=(1, 3, 32, 32)).astype("float32")
-    expected_bbox, expected_cov = tao(x)
+    expected_bbox, expected_cov = (np.transpose(y.numpy(), (0, 3, 1, 2)) for y in twin(np.transpose(x, (0, 2, 3, 1))))
     got = model(x)
-    np.testing.assert_allclose(got["output_cov"].numpy(), expected_cov.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(got["output_bbox"].numpy(), expected_bbox.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got["output_cov"].numpy(), expected_cov, rtol=1e-6)
+    np.testing.assert_allclose(got["output_bbox"].numpy(), expected_bbox, rtol=1e-6)
 
 
 def _uff_conv_geometry(payload: bytes) -> dict[str, tuple[tuple[int, int], tuple[int, int] | None]]:

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 
 from tltk.backbones import googlenet, mobilenet_v1, mobilenet_v2, resnet, vgg
-from tltk.backbones.layers import BackboneConfig, BackboneOutput, nchw_to_nhwc, nhwc_to_nchw
+from tltk.backbones.layers import BackboneConfig, BackboneOutput, nchw_to_nhwc, nhwc_to_nchw, to_channels_last
 from tltk.errors import SpecError
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ __all__ = [
     "check_arch",
     "freeze_block_ids",
     "nchw_to_nhwc",
+    "to_channels_last",
     "nhwc_to_nchw",
 ]
 

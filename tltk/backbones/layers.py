@@ -325,3 +325,85 @@ def nhwc_to_nchw(x: Any, name: str, dtype: str | None = None) -> Any:
         Keras tensor (N, C, H, W).
     """
     return keras.layers.Permute((3, 1, 2), name=name, dtype=dtype)(x)
+
+
+# Layers whose arithmetic does not depend on where the channel axis is.
+_LAYOUT_FREE = (keras.layers.InputLayer, keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU,
+                keras.layers.ELU, keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
+                keras.layers.Maximum, keras.layers.Minimum, keras.layers.Average, keras.layers.Dropout,
+                keras.layers.SpatialDropout2D)
+# Layers with an ``axis`` that names the channel axis.
+_CHANNEL_AXIS = (keras.layers.BatchNormalization, keras.layers.Concatenate)
+
+
+def _channels_last_config(layer: Any) -> dict[str, Any] | None:
+    """``layer``'s config with its channel axis moved last, or None when tltk cannot move it."""
+    config = layer.get_config()
+    if isinstance(layer, _CHANNEL_AXIS):
+        axis = config["axis"]
+        axes = list(axis) if isinstance(axis, list | tuple) else [axis]
+        if axes != [1]:
+            return config if axes in ([-1], [3]) else None
+        config["axis"] = -1
+        return config
+    if "data_format" in config:
+        config["data_format"] = "channels_last"
+        return config
+    return config if isinstance(layer, _LAYOUT_FREE) else None
+
+
+def to_channels_last(model: keras.Model) -> keras.Model | None:
+    """A channels-first (NCHW) Keras graph rebuilt to compute in NHWC, with the same weights.
+
+    TAO's Keras models (e.g. pruned DetectNet_v2 ``.tlt`` files) are channels-first throughout.
+    TensorFlow runs NCHW convolutions and pooling on CPU only through oneDNN, which it enables
+    on CPUs with AVX-512 and not on others, so tltk computes in NHWC as its own models do: the
+    NCHW input is transposed once (:func:`nchw_to_nhwc`), every ``data_format`` becomes
+    ``channels_last`` and batch-norm / concatenation axes 1 become -1.  Layer names, weights and
+    the input stay as they were; outputs come out NHWC (their layers say ``channels_last``).
+
+    Args:
+        model: a functional Keras model with one rank-4 NCHW input.
+
+    Returns:
+        The rebuilt model, or None when a layer's arithmetic depends on the layout in a way this
+        rewrite does not handle (e.g. ``Flatten``, ``Reshape``, ``Dense``, ``Lambda``), or the
+        model has several inputs.
+    """
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        return None
+    if any(_channels_last_config(layer) is None for layer in model.layers):
+        return None
+    transposed: list[Any] = []
+
+    def clone(layer: Any) -> Any:
+        return type(layer).from_config(_channels_last_config(layer))
+
+    def swap(tensor: Any) -> Any:
+        if isinstance(tensor, list | tuple):
+            return type(tensor)(swap(t) for t in tensor)
+        producer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+        if not isinstance(producer, keras.layers.InputLayer):
+            return tensor
+        if not transposed:
+            transposed.append(nchw_to_nhwc(tensor, name=_unique_name("input_nhwc", model)))
+        return transposed[0]
+
+    def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            return layer(swap(args[0]), *args[1:], **kwargs)
+        return layer(**{**kwargs, "inputs": swap(kwargs["inputs"])})
+
+    rebuilt = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for layer in model.layers:
+        if layer.weights:
+            rebuilt.get_layer(layer.name).set_weights(layer.get_weights())
+    return rebuilt
+
+
+def _unique_name(base: str, model: keras.Model) -> str:
+    taken = {layer.name for layer in model.layers}
+    name, index = base, 1
+    while name in taken:
+        name, index = f"{base}_{index}", index + 1
+    return name

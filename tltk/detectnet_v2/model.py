@@ -28,7 +28,7 @@ from typing import Any
 import keras
 
 from tltk._proto import detectnet_v2_pb2 as pb
-from tltk.backbones import build_backbone, check_arch, nchw_to_nhwc, nhwc_to_nchw
+from tltk.backbones import build_backbone, check_arch, nchw_to_nhwc, nhwc_to_nchw, to_channels_last
 from tltk.core.weights import WeightLoadReport, load_model_graph, load_weights_by_name
 from tltk.errors import SpecError
 from tltk.spec.fields import spec_field
@@ -368,6 +368,15 @@ def build_or_load_detectnet_v2_model(
         if not pretrained:
             raise SpecError("model_config.load_graph is true but model_config.pretrained_model_file is empty")
         loaded = load_model_graph(pretrained, key)
+        if _uses_channels_first(loaded):
+            converted = to_channels_last(loaded)
+            if converted is None:
+                logger.warning("load_graph: %s is channels-first with layers tltk cannot move to channels-last; "
+                               "TensorFlow runs its NCHW convolutions on CPU only with oneDNN (AVX-512 CPUs)",
+                               pretrained)
+            else:
+                loaded = converted
+                logger.info("load_graph: %s is channels-first; computing in channels-last (same weights)", pretrained)
         model = _standardize_loaded(
             loaded,
             num_classes,

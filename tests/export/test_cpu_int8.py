@@ -11,7 +11,12 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from tltk.errors import UsageError  # noqa: E402
 from tltk.export.calibration import calibrate_onnx  # noqa: E402
-from tltk.export.cpu_int8 import optimized_node_counts, quantize_for_cpu, write_cpu_int8_onnx  # noqa: E402
+from tltk.export.cpu_int8 import (  # noqa: E402
+    WEIGHT_QMAX,
+    optimized_node_counts,
+    quantize_for_cpu,
+    write_cpu_int8_onnx,
+)
 from tltk.export.qdq import quantize_onnx_model  # noqa: E402
 
 SIZE = 32
@@ -72,9 +77,14 @@ def _data(n: int, seed: int) -> np.ndarray:
     return np.repeat(np.repeat(coarse, 4, axis=2), 4, axis=3)
 
 
-def _run(model: onnx.ModelProto | str, x: np.ndarray) -> list[np.ndarray]:
+def _run(model: onnx.ModelProto | str, x: np.ndarray, fuse: bool = True) -> list[np.ndarray]:
+    """ONNX Runtime CPU outputs; ``fuse=False`` runs each Q/DQ node on its own in float (no
+    integer kernels): the quantized arithmetic without the CPU's kernels."""
     payload = model if isinstance(model, str) else model.SerializeToString()
-    return ort.InferenceSession(payload, providers=["CPUExecutionProvider"]).run(None, {"input_1": x})
+    options = ort.SessionOptions()
+    if not fuse:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"]).run(None, {"input_1": x})
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +158,7 @@ def test_scales_zero_points_weights_and_biases(calibrated) -> None:
     producers = {o: n for n in cpu.graph.node for o in n.output}
     w_dq, b_dq = producers[conv1.input[1]], producers[conv1.input[2]]
     w_q, w_scale = inits[w_dq.input[0]], inits[w_dq.input[1]]
-    assert w_q.dtype == np.int8 and w_scale.shape == (16,) and np.abs(w_q).max() == 127  # per output channel
+    assert w_q.dtype == np.int8 and w_scale.shape == (16,) and np.abs(w_q).max() == WEIGHT_QMAX == 64  # per channel
     w = numpy_helper.to_array(next(i for i in fp32.graph.initializer if i.name == "w1"))
     np.testing.assert_allclose(w_q * w_scale[:, None, None, None], w, atol=float(w_scale.max()) / 2 + 1e-7)
     x_scale = float(inits[quant["input_1"].input[1]])
@@ -250,14 +260,30 @@ def test_fpn_top_down_path_runs_on_integers() -> None:
     before = optimized_node_counts(before_model.SerializeToString())
     assert before.get("QLinearConv", 0) == 5, before
     # moving uint8 values is exact: the outputs equal the previous placement's (measured: max error
-    # 4.2% of the sigmoid's range, 2.7% of the class logits' largest value, on images calibration
-    # did not see, both placements)
+    # 5.5% of the sigmoid's range, 4.5% of the class logits' largest value, on images calibration
+    # did not see, both placements; 4.2% and 2.7% with 8-bit weights, which saturate without VNNI)
     x = _data(4, 9)
     reference, quantized, previous = _run(fp32, x), _run(cpu, x), _run(before_model, x)
     for ref, out, prev in zip(reference, quantized, previous, strict=True):
         err = float(np.abs(out - ref).max()) / float(np.abs(ref).max())
-        assert err < 0.05, err
+        assert err < 0.07, err
         np.testing.assert_allclose(out, prev, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def test_integer_kernels_compute_what_the_quantized_graph_says(calibrated) -> None:
+    """On every x86 CPU, VNNI or not: ONNX Runtime's fused integer kernels give the outputs of the
+    same Q/DQ graph run node by node in float (measured: 0.3% / 0.4% of each output's largest value,
+    requantization rounding).  8-bit weights broke this on CPUs without VNNI: ``vpmaddubsw`` adds two
+    uint8 x int8 products in a saturating int16 (measured on an AVX2 machine: 27% and 55% off on the
+    FPN model), hence WEIGHT_QMAX = 64."""
+    fp32, ranges = calibrated
+    fpn = _fpn_model()
+    fpn_ranges = calibrate_onnx(fpn.SerializeToString(), [_data(8, 1), _data(8, 2)], method="minmax")
+    for model in (quantize_for_cpu(fp32, ranges)[0], quantize_for_cpu(fpn, fpn_ranges)[0]):
+        x = _data(4, 11)
+        fused, simulated = _run(model, x), _run(model, x, fuse=False)
+        for out, sim in zip(fused, simulated, strict=True):
+            assert float(np.abs(out - sim).max()) < 0.01 * float(np.abs(sim).max())
 
 
 def test_a_layer_read_by_a_conv_transpose_still_runs_on_integers() -> None:
@@ -284,4 +310,5 @@ def test_a_layer_read_by_a_conv_transpose_still_runs_on_integers() -> None:
     assert counts.get("QLinearConv", 0) == 1 and counts.get("ConvTranspose", 0) == 1, counts
     x = _data(2, 3)
     ref, out = _run(fp32, x)[0], _run(cpu, x)[0]
-    assert float(np.abs(out - ref).max()) / float(np.abs(ref).max()) < 0.03
+    err = float(np.abs(out - ref).max()) / float(np.abs(ref).max())
+    assert err < 0.03, err

@@ -26,8 +26,13 @@ want, from the same :class:`~tltk.export.calibration_cache.ActivationRanges`:
   a tensor known to be non-negative (a ``Relu``/``Sigmoid`` output, or pooled / concatenated /
   resized / reshaped from one) uses ``scale = amax / 255``, zero point 0; any other tensor
   ``scale = amax / 127``, zero point 128;
-* weights are **int8**, symmetric, one scale per output channel (as in the Q/DQ model); Conv
-  and Gemm biases become int32 with ``scale = activation scale x weight scale``.
+* weights are **int8 with 7 significant bits**, symmetric in [-64, 64], one scale per output
+  channel (:data:`WEIGHT_QMAX`); Conv and Gemm biases become int32 with ``scale = activation
+  scale x weight scale``.  On x86 CPUs without VNNI (AVX2 only, AVX-512 without VNNI) ONNX
+  Runtime's U8S8 kernels multiply with ``vpmaddubsw``, which adds two uint8 x int8 products in a
+  saturating int16: with full-range weights (255 x 127 x 2 = 64770) the sums clip and outputs
+  are badly wrong (measured in ``docs/export.md``); with 7 bits they cannot (255 x 64 x 2 =
+  32640 <= 32767).  VNNI and AMX kernels accumulate in int32 and run both alike.
 
 Before placing, a zero ``Pad`` between a ReLU and a ``MaxPool`` (ResNet's stem) is folded into
 the pooling (exact: :func:`tltk.export.onnx_passes.fold_pad_into_maxpool`); otherwise the stem
@@ -56,6 +61,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import onnx
 
 log = logging.getLogger(__name__)
+
+#: Largest weight magnitude in the CPU file: two uint8 x int8 products must fit ``vpmaddubsw``'s
+#: saturating int16 (255 * 64 * 2 = 32640 <= 32767) on CPUs without VNNI.
+WEIGHT_QMAX = 64
 
 #: Weighted operators quantized with integer weights (when the weight is a constant initializer).
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
@@ -293,7 +302,7 @@ def quantize_for_cpu(model: onnx.ModelProto, ranges: ActivationRanges, fold_pads
         act_slots, weight_slot = weighted[id(node)]
         _, _, axis = _slots(node, initializers)
         weight = initializers[node.input[weight_slot]]
-        deq, inits, dq_node = _quantize_weight(weight, axis, helper, numpy_helper)
+        deq, inits, dq_node = _quantize_weight(weight, axis, helper, numpy_helper, qmax=WEIGHT_QMAX)
         # unique names per consumer: a weight shared by two nodes is quantized for each
         suffix = "_" + _safe(node.name or node.output[0])
         renamed = {i.name: i.name + suffix for i in inits}

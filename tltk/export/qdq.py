@@ -269,19 +269,21 @@ def _slots(node: Any, initializers: dict[str, Any]) -> tuple[list[int], int | No
     return [0, 1], None, None
 
 
-def _quantize_weight(init: Any, axis: int | None, helper: Any, numpy_helper: Any) -> tuple[str, list[Any], Any]:
+def _quantize_weight(init: Any, axis: int | None, helper: Any, numpy_helper: Any,
+                     qmax: int = 127) -> tuple[str, list[Any], Any]:
+    """Symmetric int8 weights in [-qmax, qmax], one scale per ``axis`` entry (or one in all)."""
     w = numpy_helper.to_array(init).astype(np.float32)
     if axis is None:
         amax = np.array(np.max(np.abs(w)) if w.size else 0.0, dtype=np.float32)
-        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        scale = np.where(amax > 0, amax / np.float32(qmax), 1.0).astype(np.float32)
+        q = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int8)
     else:
         reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
         amax = np.max(np.abs(w), axis=reduce_axes).astype(np.float32)
-        scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+        scale = np.where(amax > 0, amax / np.float32(qmax), np.float32(1.0)).astype(np.float32)
         shape = [1] * w.ndim
         shape[axis] = -1
-        q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        q = np.clip(np.rint(w / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
     base = _safe(init.name)
     q_name, s_name, z_name, deq = f"{base}_quantized", f"{base}_scale", f"{base}_zero_point", f"{base}_dequantized"
     inits = [

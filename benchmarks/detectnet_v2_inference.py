@@ -24,7 +24,7 @@ latency ratio against ONNX Runtime FP32 (< 1: faster; goal for the CPU INT8 file
 ``int convs`` the Conv nodes ONNX Runtime runs as ``QLinearConv`` in its optimized graph.
 
 Two before/after tables follow: the INT8 file (Q/DQ vs CPU INT8) and the yardstick (the old
-NumPy-only matmul vs the best measured GEMM).
+NumPy-only matmul vs the best measured GEMM or convolution kernel).
 
 Run: ``nice -n 5 .venv/bin/python benchmarks/detectnet_v2_inference.py [--runs 5] [--height 544 --width 960]``.
 """
@@ -149,7 +149,7 @@ def main() -> None:
     print(f"conv FLOPs per image: {flops / 1e9:.2f} GFLOP; ONNX Runtime {ort.__version__} (CPU); export parity "
           f"max |diff| {report.parity_max_abs_diff:.2e}; {args.runs} interleaved rounds")
     print(f"{load_before} (start), {load_after} (end)")
-    print("machine peak (best of each GEMM, measured before and after the timings):")
+    print("machine peak (best of each GEMM and convolution kernel, measured before and after the timings):")
     print("\n".join(peak_lines(peaks)))
     header = (f"{'backend':<32}{'b1 ms':>9}{'spread':>15}{'b8 img/s':>10}{'G(FL)OP/s':>11}{'% peak':>9}"
               f"{'vs FP32':>9}{'int convs':>11}{'max |diff|':>12}")
@@ -186,7 +186,7 @@ def main() -> None:
     print(f"{'max |diff| vs FP32':<28}{errors[qdq_label]:>12.3g}{errors[cpu_label]:>12.3g}")
     old = peaks.candidates["NumPy matmul 4096"]
     fp32_rate = flops * stats[fp32_label][1] / 1e9
-    print("\nbefore/after: the yardstick (before: NumPy 4096^2 matmul; after: best measured GEMM)")
+    print("\nbefore/after: the yardstick (before: NumPy 4096^2 matmul; after: best measured GEMM or convolution)")
     print(f"{'':<28}{'before':>12}{'after':>12}{'after/before':>14}")
     print(f"{'float32 peak GFLOP/s':<28}{old:>12.1f}{peaks.float32:>12.1f}{peaks.float32 / old:>13.2f}x")
     print(f"{'ORT FP32 % of peak':<28}{fraction(fp32_rate, old):>12}{fraction(fp32_rate, peaks.float32):>12}")

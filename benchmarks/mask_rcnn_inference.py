@@ -489,7 +489,7 @@ def bench_case(name: str, model_file: str | None, runs: int, peer: tuple[Path | 
     print(f"export parity Keras vs ONNX Runtime max |diff| {report['parity']:.2e}; {os.cpu_count()} CPUs, threads "
           f"per framework: {threads or 'default'}; {runs} interleaved rounds; {load_before} (start), "
           f"{load_after} (end)")
-    print(f"machine peak at {threads or 'all'} thread(s) (best of each GEMM, measured before and after the timings):")
+    print(f"machine peak at {threads or 'all'} thread(s) (best of each GEMM and convolution kernel, measured before and after the timings):")
     print("\n".join(peak_lines(peaks)))
     per_image = model_flops / x4.shape[0]
     print(f"\nwhole model: {per_image / 1e9:.2f} GFLOP per image (Conv/ConvTranspose/Gemm/MatMul of the FP32 graph at "

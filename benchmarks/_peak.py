@@ -133,7 +133,7 @@ def measure_peaks(sizes: Sequence[int] = SIZES, repeats: int = 3, tensorflow: bo
                                                                            repeats) / 1e9
         session, _ = _ort_session("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, n, threads, b)
         peaks.candidates[f"ONNX Runtime MatMul {n} const b"] = flop / _best_seconds(
-            lambda s=session: s.run(None, {"a": a}), repeats) / 1e9
+            lambda s=session, a=a: s.run(None, {"a": a}), repeats) / 1e9
         if tensorflow:
             import tensorflow as tf
 
@@ -150,7 +150,7 @@ def measure_peaks(sizes: Sequence[int] = SIZES, repeats: int = 3, tensorflow: bo
         for op, out_type in (("MatMulInteger", TensorProto.INT32), ("QLinearMatMul", TensorProto.UINT8)):
             session, _ = _ort_session(op, TensorProto.UINT8, TensorProto.INT8, out_type, n, threads, qb)
             peaks.candidates[f"int8 ONNX Runtime {op} {n} const b"] = flop / _best_seconds(
-                lambda s=session: s.run(None, {"a": qa}), repeats) / 1e9
+                lambda s=session, qa=qa: s.run(None, {"a": qa}), repeats) / 1e9
     channels, size, k = CONV
     conv_flop = 2.0 * k * k * channels * channels * size * size
     x = rng.random((1, channels, size, size), dtype=np.float32)

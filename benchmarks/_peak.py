@@ -69,8 +69,6 @@ def _ort_session(op: str, a_type: int, b_type: int, out_type: int, n: int,  # no
     """A one-node ONNX Runtime session ``c = op(a, b)``; ``b`` a graph input or ``constant_b``.
 
     ``QLinearMatMul`` gets unit scales and zero points 0 (its speed does not depend on them)."""
-    import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     inits = [] if constant_b is None else [numpy_helper.from_array(constant_b, "b")]
@@ -86,13 +84,22 @@ def _ort_session(op: str, a_type: int, b_type: int, out_type: int, n: int,  # no
     graph = helper.make_graph(
         [helper.make_node(op, node_inputs, ["c"])], f"peak_{op}", inputs,
         [helper.make_tensor_value_info("c", out_type, [n, n])], inits)
+    return _one_node_session(graph, threads), TensorProto
+
+
+def _one_node_session(graph, threads: int):  # noqa: ANN001, ANN202 - onnx graph, ort session
+    """An ONNX Runtime CPU session of ``graph`` (opset 17), quiet, with ``threads`` intra-op threads (0: default)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, onnx.IR_VERSION)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]), TensorProto
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def measure_peaks(sizes: Sequence[int] = SIZES, repeats: int = 3, tensorflow: bool = True,
@@ -170,8 +177,6 @@ def measure_peaks(sizes: Sequence[int] = SIZES, repeats: int = 3, tensorflow: bo
 def _conv_session(weight: np.ndarray, threads: int = 0):  # noqa: ANN202 - ort session
     """A one-node ONNX Runtime ``Conv`` (float32 ``weight``) or ``QLinearConv`` (int8 ``weight``,
     uint8 input and output, unit scales) with 'same' padding."""
-    import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     out_c, in_c, k, _ = weight.shape
@@ -189,13 +194,7 @@ def _conv_session(weight: np.ndarray, threads: int = 0):  # noqa: ANN202 - ort s
         node = helper.make_node("Conv", ["x", "w"], ["y"], pads=pads)
     graph = helper.make_graph([node], "peak_conv", [helper.make_tensor_value_info("x", elem, [1, in_c, None, None])],
                               [helper.make_tensor_value_info("y", elem, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return _one_node_session(graph, threads)
 
 
 def fraction(rate: float, peak: float) -> str:
